@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny generated rasters with fixed seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+
+POTSDAM_TF = Affine(0.05, 0, 366000.0, 0, -0.05, 5808000.0)
+
+
+def real_data(*parts: str) -> Path:
+    """Path under ../shared/data/real, skipping the test when it is absent (a user's clone)."""
+    p = REAL.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real test data not available: {p} (../shared/data/real is absent)")
+    return p
+
+
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    transform: Affine | None = POTSDAM_TF,
+    crs: str | None = "EPSG:32633",
+    nodata: float | None = None,
+    **extra: object,
+) -> Path:
+    """Write (bands, rows, cols) or (rows, cols) data as a GeoTIFF."""
+    if data.ndim == 2:
+        data = data[None]
+    profile: dict[str, object] = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype,
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    if nodata is not None:
+        profile["nodata"] = nodata
+    profile.update(extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(data)
+    return path
+
+
+def coord_image(height: int, width: int) -> np.ndarray:
+    """A coordinate-encoding image: band 0 = row, band 1 = column, band 2 = row*7+col mod 251."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([rows, cols, (rows * 7 + cols) % 251]).astype(np.float32)
+
+
+@pytest.fixture
+def raster_factory(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str, data: np.ndarray, **kw: object) -> Path:
+        return write_raster(tmp_path / name, data, **kw)  # type: ignore[arg-type]
+
+    return make
