@@ -202,9 +202,7 @@ class _Source:
             return
         self._check_overlap(ds, grid)
         st, gt = ds.transform, grid.transform
-        same_res = math.isclose(st.a, gt.a, rel_tol=1e-9) and math.isclose(
-            st.e, gt.e, rel_tol=1e-9
-        )
+        same_res = math.isclose(st.a, gt.a, rel_tol=1e-9) and math.isclose(st.e, gt.e, rel_tol=1e-9)
         if same_res and st.b == 0 and st.d == 0 and gt.b == 0 and gt.d == 0:
             col = (gt.c - st.c) / st.a
             row = (gt.f - st.f) / st.e
@@ -255,7 +253,9 @@ class _Source:
     def warped_mask(self) -> bool:
         return self._vrt is not None
 
-    def read(self, window: Window, fill: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    def read(
+        self, window: Window, fill: float
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """Read ``window`` (scene pixel space) boundless: (bands, h, w) float32 and inside-mask."""
         assert self.offset is not None
         h, w = int(window.height), int(window.width)
@@ -268,13 +268,10 @@ class _Source:
         if rr1 <= rr0 or cc1 <= cc0:
             return out, inside
         try:
-            arr = self.reader.read(
-                self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
-            )
+            arr = self.reader.read(self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
         except RasterioIOError as exc:
             raise InputError(
-                f"{self.path}: read failed ({_gdal_msg(exc)}); the file may be truncated or "
-                "corrupt"
+                f"{self.path}: read failed ({_gdal_msg(exc)}); the file may be truncated or corrupt"
             ) from None
         dst = (slice(None), slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         out[dst] = arr
@@ -328,7 +325,10 @@ class Scene:
         # Split the image's bands into plain bands and elevation bands stored in it.
         plain = [(i + 1, n) for i, n in enumerate(names) if n not in _ELEVATION]
         self._image = _Source(
-            img, self.geobox, indexes=[i for i, _ in plain], resampling=Resampling.nearest,
+            img,
+            self.geobox,
+            indexes=[i for i, _ in plain],
+            resampling=Resampling.nearest,
             what="image",
         )
         self._sources.append(self._image)
@@ -368,8 +368,11 @@ class Scene:
                     f"bands (RGB colour codes); this file has {c} band(s) of {dt}"
                 )
             self._labels = _Source(
-                ds, self.geobox, indexes=[1] if ds.count == 1 else [1, 2, 3],
-                resampling=Resampling.nearest, what="label",
+                ds,
+                self.geobox,
+                indexes=[1] if ds.count == 1 else [1, 2, 3],
+                resampling=Resampling.nearest,
+                what="label",
             )
             self._sources.append(self._labels)
         bands = list(self._image_names)
@@ -614,7 +617,9 @@ def _estimate_ground(scene: Scene) -> _Ground:
         idx = distance_transform_edt(bad, return_distances=False, return_indices=True)
         coarse = coarse[tuple(idx)]
     size = 2 * radius + 1
-    opened = maximum_filter(minimum_filter(coarse, size=size, mode="nearest"), size=size, mode="nearest")
+    opened = maximum_filter(
+        minimum_filter(coarse, size=size, mode="nearest"), size=size, mode="nearest"
+    )
     ground = uniform_filter(opened, size=2 * GROUND_SMOOTH_CELLS + 1, mode="nearest")
     return _Ground(f, ground.astype(np.float32))
 
@@ -723,13 +728,13 @@ def resolve_scenes(
         p = Path(inp)
         if p.is_dir():
             tile_ids = list(ids) if ids else list_potsdam_ids(p)
-            specs += [
-                potsdam_scene(p, t, labels=potsdam_labels, schema=schema) for t in tile_ids
-            ]
+            specs += [potsdam_scene(p, t, labels=potsdam_labels, schema=schema) for t in tile_ids]
         elif p.exists():
             specs.append(SceneSpec(id=p.stem, image=p, image_bands=names, schema=schema))
         else:
-            raise InputError(f"{p}: no such file or folder; give an image GeoTIFF or a Potsdam folder")
+            raise InputError(
+                f"{p}: no such file or folder; give an image GeoTIFF or a Potsdam folder"
+            )
     if image is not None:
         ip = Path(image)
         specs.append(

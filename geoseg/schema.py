@@ -87,7 +87,9 @@ class ClassSchema:
         for cand in ("road", "roads", "impervious_surfaces"):
             if cand in self.classes:
                 return cand
-        raise SchemaError(f"schema {self.name!r} has neither a 'road' nor 'impervious_surfaces' class")
+        raise SchemaError(
+            f"schema {self.name!r} has neither a 'road' nor an 'impervious_surfaces' class"
+        )
 
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """A GDAL colour table: class colours, 255 transparent black."""
@@ -121,7 +123,10 @@ class ClassSchema:
         """A JSON-able form (stored in checkpoints and sidecars)."""
         return {
             "name": self.name,
-            "classes": [{"name": n, "colour": list(c)} for n, c in zip(self.classes, self.colours)],
+            "classes": [
+                {"name": n, "colour": list(c)}
+                for n, c in zip(self.classes, self.colours, strict=True)
+            ],
         }
 
     @classmethod
@@ -148,8 +153,11 @@ class ClassSchema:
                 )
             names.append(entry["name"])
             col = entry.get("colour", entry.get("color"))
+            assert col is not None
             if len(col) != 3 or not all(isinstance(v, int) for v in col):
-                raise SchemaError(f"{source}: class {entry['name']!r} colour must be [r, g, b] ints")
+                raise SchemaError(
+                    f"{source}: class {entry['name']!r} colour must be [r, g, b] ints"
+                )
             colours.append((int(col[0]), int(col[1]), int(col[2])))
         return cls(str(data.get("name", Path(source).stem)), tuple(names), tuple(colours))
 

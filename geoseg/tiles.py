@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -38,6 +39,9 @@ from geoseg.errors import BandMismatchError, InputError, OutputExistsError
 from geoseg.grid import tile_windows
 from geoseg.scene import Scene, SceneSpec
 from geoseg.schema import IGNORE, ClassSchema
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = ["ChipRecord", "TileOptions", "TileReport", "read_chip", "read_store", "tile_scenes"]
 
@@ -320,7 +324,12 @@ def _write_chip(
             dst.update_tags(
                 GEOSEG_SCENE=scene.id,
                 GEOSEG_WINDOW=json.dumps(
-                    [int(window.col_off), int(window.row_off), int(window.width), int(window.height)]
+                    [
+                        int(window.col_off),
+                        int(window.row_off),
+                        int(window.width),
+                        int(window.height),
+                    ]
                 ),
                 GEOSEG_BANDS=json.dumps(names),
                 GEOSEG_VALID=f"{valid_fraction:.6f}",
@@ -388,7 +397,7 @@ def write_index(records: Sequence[ChipRecord], path: Path, *, num_classes: int) 
         gdf.to_file(tmp, layer="chips", driver="GPKG", engine="pyogrio")
 
 
-def read_store(root: str | os.PathLike[str]) -> tuple[dict, "gpd.GeoDataFrame"]:  # noqa: F821
+def read_store(root: str | os.PathLike[str]) -> tuple[dict, gpd.GeoDataFrame]:
     """The store's options (``tiles.json``) and index.
 
     Raises:

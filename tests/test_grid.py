@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -47,7 +49,7 @@ def test_tiles_cover_every_pixel_and_stay_inside(
     assert cover.min() >= 1
     # neighbours overlap by at least `overlap` (last ones may overlap more)
     rows = sorted({int(w.row_off) for w in wins})
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         assert size - (b - a) >= overlap
 
 

@@ -78,7 +78,9 @@ def test_dsm_other_resolution_is_resampled(image: Path, tmp_path: Path) -> None:
     # 10 cm DSM covering the image with a margin; bilinear of a plane is the plane.
     tf = Affine(0.1, 0, 366000.0 - 1.0, 0, -0.1, 5808000.0 + 1.0)
     dsm = write_raster(
-        tmp_path / "dsm.tif", linear_height(*pixel_centres(tf, H // 2 + 20, W // 2 + 20)), transform=tf
+        tmp_path / "dsm.tif",
+        linear_height(*pixel_centres(tf, H // 2 + 20, W // 2 + 20)),
+        transform=tf,
     )
     data, valid = read_dsm(image, dsm)
     assert valid.all()
@@ -87,7 +89,12 @@ def test_dsm_other_resolution_is_resampled(image: Path, tmp_path: Path) -> None:
 
 def test_dsm_in_another_crs_is_reprojected(image: Path, tmp_path: Path) -> None:
     # A geographic DSM (EPSG:4326) whose values are the plane in UTM 33N coordinates.
-    left, bottom, right, top = 366000.0 - 5, 5808000.0 - H * 0.05 - 5, 366000.0 + W * 0.05 + 5, 5808000.0 + 5
+    left, bottom, right, top = (
+        366000.0 - 5,
+        5808000.0 - H * 0.05 - 5,
+        366000.0 + W * 0.05 + 5,
+        5808000.0 + 5,
+    )
     xs, ys = warp_transform("EPSG:32633", "EPSG:4326", [left, right], [bottom, top])
     res = 2e-7
     tf = Affine(res, 0, xs[0], 0, -res, ys[1])
@@ -109,7 +116,9 @@ def test_dsm_not_overlapping_is_an_error(image: Path, tmp_path: Path) -> None:
 
 
 def test_image_without_crs_is_an_error(tmp_path: Path) -> None:
-    img = write_raster(tmp_path / "nocrs.tif", np.ones((3, 8, 8), np.uint8), crs=None, transform=None)
+    img = write_raster(
+        tmp_path / "nocrs.tif", np.ones((3, 8, 8), np.uint8), crs=None, transform=None
+    )
     with pytest.raises(CRSMismatchError, match=r"nocrs\.tif.*no CRS"):
         SceneSpec("s", img).open()
 
@@ -191,7 +200,9 @@ def test_labels_colour_decoding_and_unknown_colours(image: Path, tmp_path: Path)
 
 
 def test_ungeoreferenced_labels_of_other_size_are_an_error(image: Path, tmp_path: Path) -> None:
-    lp = write_raster(tmp_path / "lab.tif", np.zeros((3, H, W - 1), np.uint8), crs=None, transform=None)
+    lp = write_raster(
+        tmp_path / "lab.tif", np.zeros((3, H, W - 1), np.uint8), crs=None, transform=None
+    )
     with pytest.raises(GridMismatchError, match=r"lab\.tif.*no georeferencing.*size"):
         SceneSpec("s", image, labels=lp).open()
 
@@ -216,7 +227,9 @@ def test_not_a_raster_and_truncated(tmp_path: Path, image: Path) -> None:
     big = write_raster(
         tmp_path / "big.tif",
         np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8),
-        tiled=True, blockxsize=128, blockysize=128,
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
     )
     cut = tmp_path / "cut.tif"
     cut.write_bytes(big.read_bytes()[: big.stat().st_size // 2])

@@ -69,13 +69,17 @@ def test_chip_transform_is_scene_transform_offset_by_window(tmp_path: Path) -> N
     size=st.sampled_from([32, 48, 64, 200]),
     overlap=st.integers(0, 31),
 )
-def test_reassembly_property(tmp_path: Path, height: int, width: int, size: int, overlap: int) -> None:
+def test_reassembly_property(
+    tmp_path: Path, height: int, width: int, size: int, overlap: int
+) -> None:
     import tempfile
 
     d = Path(tempfile.mkdtemp(dir=tmp_path))
     img = coord_image(height, width)
     p = write_raster(d / "img.tif", img)
-    tile_scenes([SceneSpec("c", p)], d / "s", options=TileOptions(size=size, overlap=overlap, min_valid=0))
+    tile_scenes(
+        [SceneSpec("c", p)], d / "s", options=TileOptions(size=size, overlap=overlap, min_valid=0)
+    )
     out, count = reassemble(d / "s", (height, width), 3)
     assert count.min() >= 1
     np.testing.assert_array_equal(out, img)
@@ -95,12 +99,14 @@ def test_labels_band_histogram_and_min_valid(tmp_path: Path) -> None:
     idx = rng.integers(0, 6, (128, 128)).astype(np.uint8)
     lp = write_raster(tmp_path / "lab.tif", POTSDAM.encode(idx))
     rep = tile_scenes(
-        [SceneSpec("s", ip, labels=lp)], tmp_path / "st", options=TileOptions(size=64, overlap=0, min_valid=0.5)
+        [SceneSpec("s", ip, labels=lp)],
+        tmp_path / "st",
+        options=TileOptions(size=64, overlap=0, min_valid=0.5),
     )
     assert rep.skipped_invalid == 2 and rep.chips == 2  # left column of chips is mostly nodata
     _, index = read_store(tmp_path / "st")
     for row in index.itertuples():
-        data, lab, names = read_chip(tmp_path / "st" / row.path)
+        _, lab, names = read_chip(tmp_path / "st" / row.path)
         assert names == ["red", "green", "blue", "nir"]
         assert lab is not None
         win = idx[row.row_off : row.row_off + 64, row.col_off : row.col_off + 64].copy()
@@ -127,15 +133,31 @@ def test_rerun_skips_complete_chips_and_other_options_need_overwrite(tmp_path: P
     with pytest.raises(OutputExistsError, match="other options.*--overwrite"):
         tile_scenes(spec, tmp_path / "s", options=TileOptions(size=32, overlap=8))
     rep = tile_scenes(spec, tmp_path / "s", options=TileOptions(size=32, overlap=8), overwrite=True)
-    assert rep.written == rep.chips and json.loads((tmp_path / "s/tiles.json").read_text())["size"] == 32
+    assert (
+        rep.written == rep.chips
+        and json.loads((tmp_path / "s/tiles.json").read_text())["size"] == 32
+    )
 
 
 def test_interrupted_run_leaves_no_partial_chip_and_resumes(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     p = write_raster(tmp_path / "img.tif", rng.integers(0, 255, (4, 1500, 1500), dtype=np.uint8))
     store = tmp_path / "s"
-    cmd = [sys.executable, "-m", "geoseg.cli", "tile", str(p), "-o", str(store),
-           "--size", "64", "--overlap", "0", "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geoseg.cli",
+        "tile",
+        str(p),
+        "-o",
+        str(store),
+        "--size",
+        "64",
+        "--overlap",
+        "0",
+        "--workers",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(store.rglob("*_r*_c*.tif"))) < 20:
@@ -155,7 +177,9 @@ def test_interrupted_run_leaves_no_partial_chip_and_resumes(tmp_path: Path) -> N
 def test_real_landsat_chips_georeferenced_with_collar_valid_fraction(tmp_path: Path) -> None:
     src = real_data("rasterio_landsat7_rgb", "RGB.byte.tif")
     rep = tile_scenes(
-        [SceneSpec("landsat", src)], tmp_path / "l", options=TileOptions(size=256, overlap=32, min_valid=0.2)
+        [SceneSpec("landsat", src)],
+        tmp_path / "l",
+        options=TileOptions(size=256, overlap=32, min_valid=0.2),
     )
     _, index = read_store(tmp_path / "l")
     assert rep.chips == len(index) > 0
@@ -168,7 +192,9 @@ def test_real_landsat_chips_georeferenced_with_collar_valid_fraction(tmp_path: P
             with rasterio.open(tmp_path / "l" / row.path) as chip:
                 assert chip.crs == ds.crs
                 assert chip.transform == ds.window_transform(win)
-                np.testing.assert_array_equal(chip.read(1).astype(np.uint8) * (chip.dataset_mask() > 0),
-                                              ds.read(1, window=win))
+                np.testing.assert_array_equal(
+                    chip.read(1).astype(np.uint8) * (chip.dataset_mask() > 0),
+                    ds.read(1, window=win),
+                )
     fractions = index.valid_fraction.to_numpy()
     assert fractions.min() < 0.6 and fractions.max() > 0.99, "the collar shows in the fractions"

@@ -139,7 +139,9 @@ min_valid_opt = click.option(
 )
 
 
-def _split_csv(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+def _split_csv(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())

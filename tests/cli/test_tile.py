@@ -31,18 +31,46 @@ def scene(tmp_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     img = write_raster(tmp_path / "img.tif", rng.integers(1, 255, (4, 100, 120), dtype=np.uint8))
     dsm = write_raster(tmp_path / "dsm.tif", np.full((100, 120), 30, np.float32))
-    lab = write_raster(tmp_path / "lab.tif", POTSDAM.encode(rng.integers(0, 6, (100, 120)).astype(np.uint8)))
+    lab = write_raster(
+        tmp_path / "lab.tif", POTSDAM.encode(rng.integers(0, 6, (100, 120)).astype(np.uint8))
+    )
     return {"image": img, "dsm": dsm, "labels": lab}
 
 
 def test_tile_writes_store(scene: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "store"
-    code, text = run("tile", "--image", str(scene["image"]), "--dsm", str(scene["dsm"]),
-                     "--labels", str(scene["labels"]), "-o", str(out), "--size", "64", "--overlap", "8")
+    code, text = run(
+        "tile",
+        "--image",
+        str(scene["image"]),
+        "--dsm",
+        str(scene["dsm"]),
+        "--labels",
+        str(scene["labels"]),
+        "-o",
+        str(out),
+        "--size",
+        "64",
+        "--overlap",
+        "8",
+    )
     assert code == 0, text
     assert "4 chips in the index" in text and (out / "index.gpkg").exists()
-    code, text = run("tile", "--image", str(scene["image"]), "-o", str(out), "--size", "64",
-                     "--overlap", "8", "--dsm", str(scene["dsm"]), "--labels", str(scene["labels"]))
+    code, text = run(
+        "tile",
+        "--image",
+        str(scene["image"]),
+        "-o",
+        str(out),
+        "--size",
+        "64",
+        "--overlap",
+        "8",
+        "--dsm",
+        str(scene["dsm"]),
+        "--labels",
+        str(scene["labels"]),
+    )
     assert code == 0 and "4 already complete" in text
 
 
@@ -55,8 +83,13 @@ def test_not_a_raster(tmp_path: Path) -> None:
 
 
 def test_truncated(tmp_path: Path) -> None:
-    big = write_raster(tmp_path / "big.tif", np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8),
-                       tiled=True, blockxsize=128, blockysize=128)
+    big = write_raster(
+        tmp_path / "big.tif",
+        np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8),
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
+    )
     cut = tmp_path / "cut.tif"
     cut.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
     code, out = run("tile", str(cut), "-o", str(tmp_path / "o"))
@@ -65,7 +98,9 @@ def test_truncated(tmp_path: Path) -> None:
 
 
 def test_no_crs(tmp_path: Path) -> None:
-    p = write_raster(tmp_path / "nocrs.tif", np.ones((3, 32, 32), np.uint8), crs=None, transform=None)
+    p = write_raster(
+        tmp_path / "nocrs.tif", np.ones((3, 32, 32), np.uint8), crs=None, transform=None
+    )
     code, out = run("tile", str(p), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, out, "nocrs.tif", "no CRS", "gdal_edit")
     assert not (tmp_path / "o").exists()
@@ -79,7 +114,9 @@ def test_unexpected_band_count(tmp_path: Path) -> None:
 
 def test_unexpected_dtype(tmp_path: Path, scene: dict[str, Path]) -> None:
     lab16 = write_raster(tmp_path / "lab16.tif", np.ones((100, 120), np.uint16))
-    code, out = run("tile", "--image", str(scene["image"]), "--labels", str(lab16), "-o", str(tmp_path / "o"))
+    code, out = run(
+        "tile", "--image", str(scene["image"]), "--labels", str(lab16), "-o", str(tmp_path / "o")
+    )
     assert_one_line_error(code, out, "lab16.tif", "uint8", "uint16")
     cpx = write_raster(tmp_path / "cpx.tif", np.ones((3, 16, 16), np.complex64))
     code, out = run("tile", str(cpx), "-o", str(tmp_path / "o"))
@@ -87,16 +124,25 @@ def test_unexpected_dtype(tmp_path: Path, scene: dict[str, Path]) -> None:
 
 
 def test_dsm_not_overlapping(tmp_path: Path, scene: dict[str, Path]) -> None:
-    far = write_raster(tmp_path / "far.tif", np.ones((100, 120), np.float32),
-                       transform=POTSDAM_TF @ Affine.translation(1e5, 0))
-    code, out = run("tile", "--image", str(scene["image"]), "--dsm", str(far), "-o", str(tmp_path / "o"))
+    far = write_raster(
+        tmp_path / "far.tif",
+        np.ones((100, 120), np.float32),
+        transform=POTSDAM_TF @ Affine.translation(1e5, 0),
+    )
+    code, out = run(
+        "tile", "--image", str(scene["image"]), "--dsm", str(far), "-o", str(tmp_path / "o")
+    )
     assert_one_line_error(code, out, "far.tif", "does not overlap")
     assert not (tmp_path / "o").exists()
 
 
 def test_label_size_differs_without_georeferencing(tmp_path: Path, scene: dict[str, Path]) -> None:
-    lab = write_raster(tmp_path / "small_lab.tif", np.zeros((3, 99, 120), np.uint8), crs=None, transform=None)
-    code, out = run("tile", "--image", str(scene["image"]), "--labels", str(lab), "-o", str(tmp_path / "o"))
+    lab = write_raster(
+        tmp_path / "small_lab.tif", np.zeros((3, 99, 120), np.uint8), crs=None, transform=None
+    )
+    code, out = run(
+        "tile", "--image", str(scene["image"]), "--labels", str(lab), "-o", str(tmp_path / "o")
+    )
     assert_one_line_error(code, out, "small_lab.tif", "no georeferencing", "99")
 
 
@@ -107,16 +153,23 @@ def test_output_exists_without_overwrite(tmp_path: Path, scene: dict[str, Path])
     code, text = run("tile", str(scene["image"]), "-o", str(out))
     assert_one_line_error(code, text, str(out), "--overwrite")
     assert (out / "something.txt").read_text() == "precious"
-    code, text = run("tile", str(scene["image"]), "-o", str(out), "--overwrite", "--size", "64", "--overlap", "0")
+    code, text = run(
+        "tile", str(scene["image"]), "-o", str(out), "--overwrite", "--size", "64", "--overlap", "0"
+    )
     assert code == 0 and not (out / "something.txt").exists()
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [(["--size", "8"], "--size"), (["--size", "64", "--overlap", "64"], "--overlap"),
-     (["--min-valid", "1.5"], "--min-valid")],
+    [
+        (["--size", "8"], "--size"),
+        (["--size", "64", "--overlap", "64"], "--overlap"),
+        (["--min-valid", "1.5"], "--min-valid"),
+    ],
 )
-def test_bad_option_values_exit_2(scene: dict[str, Path], tmp_path: Path, args: list[str], needle: str) -> None:
+def test_bad_option_values_exit_2(
+    scene: dict[str, Path], tmp_path: Path, args: list[str], needle: str
+) -> None:
     code, out = run("tile", str(scene["image"]), "-o", str(tmp_path / "o"), *args)
     assert code == 2 and needle in out and "Traceback" not in out
 

@@ -1,0 +1,70 @@
+"""The ``geoseg`` command group.
+
+Commands are registered here, by module path, and imported only when invoked, so that
+``geoseg --help`` starts without importing torch or dask. Library errors
+(:class:`geoseg.errors.GeosegError`) are mapped to one-line messages and exit code 1 here,
+at the boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from geoseg import __version__
+
+# name -> "module:attribute"; the single place where commands are registered.
+COMMANDS: dict[str, str] = {
+    "synth": "geoseg.cli.synth:synth",
+    "tile": "geoseg.cli.tile:tile",
+    "demo": "geoseg.cli.demo:demo",
+    "evaluate": "geoseg.cli.evaluate:evaluate",
+    "models": "geoseg.cli.models:models",
+}
+
+
+class _GeosegGroup(click.Group):
+    """A group that imports command modules lazily and maps library errors."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        if not isinstance(cmd, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from geoseg.errors import GeosegError
+
+        try:
+            return super().invoke(ctx)
+        except GeosegError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_GeosegGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
+def cli(verbose: int, quiet: int) -> None:
+    """Turn large aerial and satellite scenes into GIS-ready land-cover maps.
+
+    \b
+    $ geoseg demo
+    $ geoseg synth data/synth --scenes 3 --size 2000
+    $ geoseg tile --potsdam data/synth --ids 1_1,1_2 -o tiles/synth
+    """
+    level = logging.WARNING - 10 * verbose + 10 * quiet
+    logging.basicConfig(
+        level=max(logging.DEBUG, min(logging.CRITICAL, level)),
+        format="%(levelname)s %(name)s: %(message)s",
+    )

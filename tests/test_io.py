@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geoseg._io import atomic_path
+from geoseg.errors import OutputExistsError
+
+
+def test_atomic_path_renames_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "a.txt"
+    with atomic_path(out) as tmp:
+        assert tmp.parent == out.parent and tmp.suffix == ".txt" and tmp != out
+        tmp.write_text("x")
+        assert not out.exists()
+    assert out.read_text() == "x" and list(out.parent.iterdir()) == [out]
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_clobber_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    out.write_text("old")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_path(out) as tmp:
+        tmp.write_text("new")
+    assert out.read_text() == "old"
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert out.read_text() == "new"
