@@ -83,7 +83,7 @@ class ClassSchema:
 
     @property
     def road_class(self) -> str:
-        """The class that roads are taken from: ``road`` if present, else ``impervious_surfaces``."""
+        """The class roads come from: ``road`` if present, else ``impervious_surfaces``."""
         for cand in ("road", "roads", "impervious_surfaces"):
             if cand in self.classes:
                 return cand
