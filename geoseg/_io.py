@@ -62,9 +62,14 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     except BaseException:
         _remove(tmp)
         raise
-    if final.is_dir() and not tmp.is_dir():
-        shutil.rmtree(final)
+    aside = None
+    if final.is_dir():
+        # os.replace cannot replace a non-empty folder: move the old one aside first.
+        aside = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(final, aside)
     os.replace(tmp, final)
+    if aside is not None:
+        _remove(aside)
     _remove(Path(str(tmp) + ".aux.xml"))
 
 

@@ -34,3 +34,14 @@ def test_never_clobber_without_overwrite(tmp_path: Path) -> None:
     with atomic_path(out, overwrite=True) as tmp:
         tmp.write_text("new")
     assert out.read_text() == "new"
+
+
+def test_atomic_path_replaces_a_folder(tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
