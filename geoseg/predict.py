@@ -631,6 +631,7 @@ class _BlockJob:
     batch_size: int | None
     tta: TTA
     probabilities: bool
+    scale: int = 1
 
 
 @dataclass
@@ -702,6 +703,43 @@ def iter_tile_rows(
             yield item
 
 
+def _gsd_scale(scene_gsd: float | None, model_gsd: float) -> int:
+    """Integer factor by which the model's pixels are coarser than the scene's (1 = none).
+
+    A model trained at 20 cm sees a 5 cm scene through 4 x 4 pixel averages; factors that are
+    not within 5 % of an integer >= 2 are not matched (a GSD warning is raised instead).
+    """
+    if scene_gsd is None or scene_gsd <= 0 or model_gsd <= 0:
+        return 1
+    ratio = model_gsd / scene_gsd
+    f = round(ratio)
+    return f if f >= 2 and abs(ratio / f - 1.0) <= 0.05 else 1
+
+
+def _pool_tiles(tiles: npt.NDArray[np.float32], f: int) -> npt.NDArray[np.float32]:
+    """(n, B, H, W) scene-pixel tiles to (n, B, ceil(H/f), ceil(W/f)) model pixels (means)."""
+    n, b, h, w = tiles.shape
+    ph, pw = -(-h // f) * f, -(-w // f) * f
+    if (ph, pw) != (h, w):
+        tiles = np.pad(tiles, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    return np.ascontiguousarray(
+        tiles.reshape(n, b, ph // f, f, pw // f, f).mean(axis=(3, 5), dtype=np.float32)
+    )
+
+
+def _upsample_probs(
+    probs_q: npt.NDArray[np.uint16], f: int, tiles: Sequence[Rect]
+) -> npt.NDArray[np.uint16]:
+    """Quantised model-pixel probabilities back to scene pixels (bilinear), cropped to tiles."""
+    import torch
+
+    x = torch.from_numpy(probs_q.astype(np.float32))
+    up = torch.nn.functional.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)
+    h, w = tiles[0].height, tiles[0].width
+    out = up[:, :, :h, :w].round_().clamp_(0.0, 65535.0).numpy().astype(np.uint16)
+    return out
+
+
 def _run_block(job: _BlockJob, ref: _ModelRef) -> _BlockResult:
     """Predict one output block (runs on a Dask worker)."""
     t_start = time.perf_counter()
@@ -722,6 +760,8 @@ def _run_block(job: _BlockJob, ref: _ModelRef) -> _BlockResult:
             return
         t0 = time.perf_counter()
         probs_q = fut.result()
+        if job.scale > 1:
+            probs_q = _upsample_probs(probs_q, job.scale, sel)
         t1 = time.perf_counter()
         for tile, pq in zip(sel, probs_q, strict=True):
             edges = tile_edges(tile, plan.shape)
@@ -754,6 +794,8 @@ def _run_block(job: _BlockJob, ref: _ModelRef) -> _BlockResult:
             fut = None
             if sel:
                 tiles = np.stack([data[(slice(None), *tile.slices(strip))] for tile in sel])
+                if job.scale > 1:
+                    tiles = _pool_tiles(tiles, job.scale)
                 fut = runner.submit(tiles)
                 stats["tiles"] += len(sel)
             pending.append((sel, fut))
@@ -827,6 +869,7 @@ class _SceneRun:
         index: int,
         spec: SceneSpec,
         *,
+        scale: int = 1,
         geobox: GeoBox,
         plan: BlockPlan,
         key: str,
@@ -837,6 +880,7 @@ class _SceneRun:
     ) -> None:
         self.index = index
         self.spec = spec
+        self.scale = scale
         self.geobox = geobox
         self.plan = plan
         self.key = key
@@ -1076,7 +1120,7 @@ def predict_scenes(
             spec=r.spec,
             plan=r.plan,
             block=b,
-            overlap=overlap,
+            overlap=overlap * r.scale,
             blend=options.blend,
             weight_bits=weight_bits(r.plan.max_cover),
             device=local_device,  # type: ignore[arg-type]
@@ -1084,6 +1128,7 @@ def predict_scenes(
             batch_size=options.batch_size,
             tta=options.tta,
             probabilities=options.probabilities,
+            scale=r.scale,
         )
         for r in runs
         for b in r.todo
@@ -1252,7 +1297,17 @@ def _prepare(
         scene.check_bands(meta.bands)
         gb = scene.geobox
     gsd = _metres_per_pixel(gb)
-    if gsd is not None and meta.gsd > 0 and abs(gsd / meta.gsd - 1.0) > GSD_TOLERANCE:
+    scale = _gsd_scale(gsd, meta.gsd)
+    if scale > 1:
+        logger.info(
+            "%s: scene at %.3g m, model at %.3g m: each model pixel averages %dx%d scene pixels",
+            spec.id,
+            gsd,
+            meta.gsd,
+            scale,
+            scale,
+        )
+    elif gsd is not None and meta.gsd > 0 and abs(gsd / meta.gsd - 1.0) > GSD_TOLERANCE:
         msg = (
             f"{spec.image}: scene {spec.id!r} has a ground sample distance of {gsd:.3g} m but "
             f"the model was trained at {meta.gsd:.3g} m ({abs(gsd / meta.gsd - 1):.0%} off); "
@@ -1261,16 +1316,20 @@ def _prepare(
         logger.warning("%s", msg)
         warnings.append(msg)
     plan = plan_blocks(
-        gb.shape, tile_size=tile, overlap=options.overlap or 0, block_size=options.block_size
+        gb.shape,
+        tile_size=tile * scale,
+        overlap=(options.overlap or 0) * scale,
+        block_size=options.block_size,
     )
     try:
         weight_bits(plan.max_cover)
     except ValueError as exc:
         raise ConfigError(f"overlap {options.overlap} with tile size {tile}: {exc}") from None
-    key = _work_key(spec, meta, options, tile=tile, device=device, shape=gb.shape)
+    key = _work_key(spec, meta, options, tile=tile * scale, device=device, shape=gb.shape)
     return _SceneRun(
         index,
         spec,
+        scale=scale,
         geobox=gb,
         plan=plan,
         key=key,
@@ -1386,6 +1445,7 @@ def _finish(
             "bands": list(meta.bands),
             "tile_size": meta.tile_size,
             "gsd": meta.gsd,
+            "scene_pixels_per_model_pixel": run.scale,
         },
         "schema": meta.schema.to_dict(),
         "options": opts,

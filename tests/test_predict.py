@@ -182,6 +182,27 @@ def test_known_square_lands_on_the_right_pixels_and_grid(tmp_path: Path) -> None
     assert np.array_equal(cls, expected)
 
 
+def test_model_trained_at_coarser_gsd_sees_averaged_pixels(tmp_path: Path) -> None:
+    # A 20 cm model on a 5 cm scene: tiles are read at 5 cm, averaged 4x4 for the model and its
+    # probabilities upsampled back; the output stays on the scene's 5 cm grid.
+    spec = square_scene(tmp_path, 300, 200, slice(48, 80), slice(120, 172))
+    (rep,) = predict_scenes(
+        [spec], threshold_model(gsd=0.2), tmp_path / "out", options=opts(tile_size=32, overlap=8)
+    )
+    assert not rep.warnings
+    with rasterio.open(rep.classes) as out, rasterio.open(spec.image) as src:
+        assert out.transform == src.transform and out.shape == src.shape
+        cls = out.read(1)
+    expected = np.zeros((300, 200), np.uint8)
+    expected[48:80, 120:172] = 1
+    # bilinear upsampling rounds the square's corners: 0.625 x 0.625 < 0.5
+    expected[[48, 48, 79, 79], [120, 171, 120, 171]] = 0
+    assert np.array_equal(cls, expected)
+    side = json.loads(rep.sidecar.read_text())
+    assert side["model"]["scene_pixels_per_model_pixel"] == 4
+    assert side["options"]["tile_size"] == 128  # 32 model pixels = 128 scene pixels
+
+
 def test_nodata_exactly_where_the_scene_is_invalid(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     img = rng.integers(1, 256, (3, 180, 210)).astype(np.uint8)
