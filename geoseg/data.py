@@ -1,0 +1,459 @@
+"""Datasets over a tile store: scene-wise splits, band statistics, chips as tensors.
+
+A sampler decides *which* chips and *which* augmentation (:class:`SeededSampler` yields
+``(index, sample_seed)`` keys); :class:`ChipDataset` decides *how* a chip becomes tensors
+(read, downsample, crop, D4 transform, normalise). Because every random choice of a sample is
+drawn from its own seed, a run is reproducible whatever the number of DataLoader workers and
+whichever worker reads which chip, and a resumed run sees exactly the samples of an
+uninterrupted one.
+
+DataLoader workers receive chip *paths* and open the files themselves; nothing holding an
+open file crosses a process boundary.
+
+Augmentation is the dihedral group D4 (the 4 rotations by 90° and their mirror images),
+done with exact index permutations (:func:`torch.rot90`, :func:`torch.flip`) on the image and
+the mask together: no interpolation, the mask keeps its integer classes and its 255s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from geoseg.errors import ConfigError, InputError
+from geoseg.schema import IGNORE
+
+__all__ = [
+    "BandStats",
+    "Chip",
+    "ChipDataset",
+    "SeededSampler",
+    "band_stats",
+    "chip_gsd",
+    "dihedral",
+    "downsample_labels",
+    "downsample_mean",
+    "read_labelled_chip",
+    "split_scenes",
+]
+
+logger = logging.getLogger(__name__)
+
+LABEL_BAND = "label"
+
+Key = int | tuple[int, int]
+
+
+# -- scene-wise split ------------------------------------------------------------------------
+
+
+def split_scenes(
+    scenes: Sequence[str],
+    *,
+    val_scenes: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split scene ids into training and validation scenes; a scene is never on both sides.
+
+    Chips of one scene are strongly correlated (overlap, same light, same buildings), so a
+    chip-wise split would leak; the split is always by whole scenes.
+
+    Args:
+        scenes: The scene ids of a store (duplicates are ignored).
+        val_scenes: Validation scenes by id; when given, ``val_fraction`` is not used.
+        val_fraction: Fraction of the scenes drawn (seeded) for validation, at least one
+            scene when > 0; 0 means no validation.
+        seed: Seed of the draw.
+
+    Returns:
+        ``(train_scenes, val_scenes)``, each sorted.
+
+    Raises:
+        InputError: A validation scene is not in the store, or no training scene is left.
+        ConfigError: ``val_fraction`` > 0 with a single scene (a split needs two), or out
+            of range.
+    """
+    known = sorted(set(scenes))
+    if not known:
+        raise InputError("the store has no chips; tile some scenes with `geoseg tile` first")
+    if val_scenes is not None:
+        missing = [s for s in val_scenes if s not in known]
+        if missing:
+            raise InputError(
+                f"validation scene {missing[0]!r} is not in the store; its scenes are: "
+                f"{', '.join(known)}"
+            )
+        val = sorted(set(val_scenes))
+    else:
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={val_fraction}: must be >= 0 and < 1")
+        if val_fraction == 0.0:
+            val = []
+        else:
+            if len(known) < 2:
+                raise ConfigError(
+                    f"the store has a single scene ({known[0]}); a validation split is by "
+                    "scene and needs at least two: tile more scenes, or pass --val-fraction 0 "
+                    "to train without validation"
+                )
+            n_val = min(len(known) - 1, max(1, round(val_fraction * len(known))))
+            order = np.random.default_rng(seed).permutation(len(known))
+            val = sorted(known[i] for i in order[:n_val])
+    train = [s for s in known if s not in val]
+    if not train:
+        raise InputError(
+            f"every scene of the store ({', '.join(known)}) is a validation scene; leave at "
+            "least one for training"
+        )
+    return tuple(train), tuple(val)
+
+
+# -- pure pixel helpers ----------------------------------------------------------------------
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` (0..7) of the dihedral group D4 acting on the last two dimensions.
+
+    ``k % 4`` quarter turns (counter-clockwise, :func:`torch.rot90`), then, for ``k >= 4``,
+    a left-right mirror. ``k = 0`` is the identity. The same ``k`` applied to an image
+    ``(C, H, W)`` and its mask ``(H, W)`` keeps them aligned pixel for pixel.
+
+    Raises:
+        InputError: ``k`` is not in 0..7.
+    """
+    if not 0 <= k < 8:
+        raise InputError(f"k={k}: a D4 element is 0..7")
+    y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def _pad_to(a: npt.NDArray, factor: int, fill: float | int) -> npt.NDArray:
+    h, w = a.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph == 0 and pw == 0:
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(a, pad, constant_values=fill)
+
+
+def downsample_mean(
+    image: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], factor: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Block-average an image by ``factor`` over its valid pixels only.
+
+    Args:
+        image: ``(C, H, W)``; H and W are padded (as invalid) to a multiple of ``factor``.
+        valid: ``(H, W)`` validity.
+        factor: Block edge (1 returns the inputs).
+
+    Returns:
+        The ``(C, H/f, W/f)`` mean of the valid pixels of each block (0 where a block has
+        none) and the blocks' validity (at least one valid pixel).
+    """
+    if factor == 1:
+        return image, valid
+    img = _pad_to(np.where(valid, image, 0).astype(np.float32), factor, 0)
+    v = _pad_to(valid, factor, False)
+    c, h, w = img.shape
+    hb, wb = h // factor, w // factor
+    sums = img.reshape(c, hb, factor, wb, factor).sum(axis=(2, 4), dtype=np.float64)
+    counts = v.reshape(hb, factor, wb, factor).sum(axis=(1, 3))
+    out = np.zeros((c, hb, wb), dtype=np.float32)
+    np.divide(sums, counts, out=out, where=counts > 0, casting="unsafe")
+    return out, counts > 0
+
+
+def downsample_labels(
+    labels: npt.NDArray[np.uint8], factor: int, *, num_classes: int
+) -> npt.NDArray[np.uint8]:
+    """Block-majority class of each ``factor`` x ``factor`` block, ignoring 255.
+
+    Ties go to the lower class index; a block with no class pixel is 255. Labels are padded
+    with 255 to a multiple of ``factor``.
+    """
+    if factor == 1:
+        return labels
+    lab = _pad_to(labels, factor, IGNORE)
+    h, w = lab.shape
+    blocks = lab.reshape(h // factor, factor, w // factor, factor)
+    counts = np.stack([(blocks == c).sum(axis=(1, 3)) for c in range(num_classes)])
+    out = counts.argmax(axis=0).astype(np.uint8)
+    out[counts.sum(axis=0) == 0] = IGNORE
+    return out
+
+
+# -- band statistics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band mean and standard deviation over valid pixels.
+
+    Attributes:
+        mean: One value per band.
+        std: One value per band (a constant band gets 1.0, so normalising never divides by 0).
+        pixels: Number of valid pixels the statistics were computed from.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pixels: int
+
+
+def band_stats(dataset: ChipDataset) -> BandStats:
+    """Stream per-band mean/std over the valid pixels of every chip of ``dataset``.
+
+    Chips are read one at a time at the dataset's resolution (after downsampling, what the
+    model sees) and combined with Chan et al.'s parallel update in float64, so memory is one
+    chip and the result does not suffer from cancellation.
+
+    Raises:
+        InputError: No chip has a valid pixel.
+    """
+    n = 0
+    mean: npt.NDArray[np.float64] | None = None
+    m2: npt.NDArray[np.float64] | None = None
+    for i in range(len(dataset)):
+        chip = dataset.load(i)
+        px = chip.image[:, chip.valid].astype(np.float64)  # (C, P)
+        nb = px.shape[1]
+        if nb == 0:
+            continue
+        mb = px.mean(axis=1)
+        m2b = ((px - mb[:, None]) ** 2).sum(axis=1)
+        if mean is None or m2 is None:
+            n, mean, m2 = nb, mb, m2b
+            continue
+        delta = mb - mean
+        tot = n + nb
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + m2b + delta**2 * (n * nb / tot)
+        n = tot
+    if mean is None or m2 is None or n == 0:
+        raise InputError("no valid pixel in the training chips; check the tile store")
+    std = np.sqrt(m2 / n)
+    flat = [i for i, s in enumerate(std) if not s > 1e-12]
+    if flat:
+        logger.warning("bands %s are constant in the training chips; their std is set to 1", flat)
+        std[flat] = 1.0
+    return BandStats(tuple(float(v) for v in mean), tuple(float(v) for v in std), int(n))
+
+
+# -- the dataset -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One chip as read (before cropping, augmentation and normalisation).
+
+    Attributes:
+        image: float32 ``(C, h, w)`` at the dataset's resolution; invalid pixels are 0.
+        valid: bool ``(h, w)``.
+        labels: uint8 ``(h, w)`` at the dataset's resolution, 255 = ignore (and wherever
+            ``valid`` is False).
+        native_labels: uint8 labels at the chip's own resolution (``(h*f, w*f)``) when
+            the dataset keeps them, else None.
+    """
+
+    image: npt.NDArray[np.float32]
+    valid: npt.NDArray[np.bool_]
+    labels: npt.NDArray[np.uint8]
+    native_labels: npt.NDArray[np.uint8] | None
+
+
+def read_labelled_chip(
+    path: str | os.PathLike[str],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.uint8], list[str]]:
+    """Read a store chip: image bands, validity (the chip's dataset mask), labels, band names.
+
+    Raises:
+        InputError: The chip cannot be read or has no ``label`` band.
+    """
+    try:
+        with rasterio.open(path) as ds:
+            names = [d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1)]
+            data = ds.read(out_dtype=np.float32)
+            valid = ds.dataset_mask() > 0
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(
+            f"{path}: cannot read chip ({str(exc).splitlines()[0]}); re-run `geoseg tile`"
+        ) from None
+    if not names or names[-1] != LABEL_BAND:
+        raise InputError(
+            f"{path}: chip has no '{LABEL_BAND}' band; training needs a store tiled from "
+            "labelled scenes"
+        )
+    labels = np.where(valid, data[-1], IGNORE).astype(np.uint8)
+    return data[:-1], valid, labels, names[:-1]
+
+
+class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Labelled chips of a tile store as ``(image, mask)`` tensors.
+
+    ``image`` is float32 ``(C, H, W)``, normalised per band with ``mean``/``std``, 0 on
+    invalid pixels; ``mask`` is int64 ``(H, W)`` class indices with 255 wherever the label is
+    unknown or the chip's dataset mask is invalid, so the loss ignores those pixels.
+
+    Per sample, in order: read (optionally cached), downsample by ``downsample`` (block mean
+    of valid pixels for the image, block majority for the labels), a random ``crop``, a random
+    D4 element when ``augment``, normalisation. Random choices come from the sample's seed:
+    index the dataset with ``(i, seed)`` (see :class:`SeededSampler`); a plain ``i`` means
+    seed 0.
+
+    Args:
+        paths: Chip GeoTIFFs. Workers open them themselves.
+        num_classes: Number of classes of the store's schema.
+        mean: Per-band means (None: no normalisation).
+        std: Per-band standard deviations (None: no normalisation).
+        crop: Edge of a random square crop, in pixels after downsampling (None: whole chip).
+        augment: Apply a random D4 transform.
+        downsample: Integer factor by which chips are read coarser (GSD x ``downsample``).
+        native_labels: Return the labels at the chip's own resolution instead (evaluation:
+            predictions are upsampled and scored against the original labels). Needs
+            ``crop=None`` and ``augment=False``.
+        cache: Keep chips in memory after the first read (per process: each DataLoader
+            worker keeps its own).
+
+    Raises:
+        ConfigError: Bad factors or incompatible options.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        crop: int | None = None,
+        augment: bool = False,
+        downsample: int = 1,
+        native_labels: bool = False,
+        cache: bool = False,
+    ) -> None:
+        if downsample < 1:
+            raise ConfigError(f"downsample={downsample}: must be an integer >= 1")
+        if crop is not None and crop < 1:
+            raise ConfigError(f"crop={crop}: must be >= 1")
+        if native_labels and (crop is not None or augment):
+            raise ConfigError("native_labels needs whole chips: no crop and no augmentation")
+        if (mean is None) != (std is None):
+            raise ConfigError("give both mean and std, or neither")
+        self.paths = [str(p) for p in paths]
+        self.num_classes = num_classes
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        self.crop = crop
+        self.augment = augment
+        self.downsample = downsample
+        self.native_labels = native_labels
+        self.cache = cache
+        self._cache: dict[int, Chip] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the per-band mean and std used from now on (before handing it to a loader)."""
+        if len(mean) != len(std):
+            raise ConfigError(f"{len(mean)} means but {len(std)} stds; give one of each per band")
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    def load(self, i: int) -> Chip:
+        """Chip ``i`` read and downsampled, not cropped, augmented or normalised."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        image, valid, labels, _ = read_labelled_chip(self.paths[i])
+        f = self.downsample
+        small, svalid = downsample_mean(image, valid, f)
+        slabels = downsample_labels(labels, f, num_classes=self.num_classes)
+        slabels = np.where(svalid, slabels, IGNORE).astype(np.uint8)
+        chip = Chip(small, svalid, slabels, labels if self.native_labels else None)
+        if self.cache:
+            self._cache[i] = chip
+        return chip
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = key if isinstance(key, tuple) else (key, 0)
+        chip = self.load(int(i))
+        rng = np.random.default_rng(int(seed))
+        image, valid, labels = chip.image, chip.valid, chip.labels
+        if self.crop is not None:
+            h, w = labels.shape
+            c = self.crop
+            if c > h or c > w:
+                raise ConfigError(
+                    f"crop {c} px is larger than chip {self.paths[i]} ({h} x {w} px after "
+                    f"downsampling by {self.downsample}); use a smaller --chip-size"
+                )
+            r0 = int(rng.integers(0, h - c + 1))
+            c0 = int(rng.integers(0, w - c + 1))
+            image = image[:, r0 : r0 + c, c0 : c0 + c]
+            valid = valid[r0 : r0 + c, c0 : c0 + c]
+            labels = labels[r0 : r0 + c, c0 : c0 + c]
+        if self.mean is not None and self.std is not None:
+            image = (image - self.mean[:, None, None]) / self.std[:, None, None]
+        image = np.where(valid, image, 0.0).astype(np.float32)
+        target = labels
+        if self.native_labels and chip.native_labels is not None:
+            target = chip.native_labels
+        x = torch.from_numpy(np.ascontiguousarray(image))
+        y = torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
+        if self.augment:
+            k = int(rng.integers(0, 8))
+            x, y = dihedral(x, k).contiguous(), dihedral(y, k).contiguous()
+        return x, y
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yield ``(index, sample_seed)`` keys, shuffled or in order, reproducibly per epoch.
+
+    The order and the per-sample seeds of epoch ``e`` come from a :class:`torch.Generator`
+    seeded with ``(seed, e)`` alone, so epoch ``e`` is the same in an uninterrupted and in a
+    resumed run, with any number of DataLoader workers.
+
+    Args:
+        length: Dataset length.
+        seed: Run seed.
+        shuffle: Shuffle the order (training) or keep it (validation).
+    """
+
+    def __init__(self, length: int, *, seed: int, shuffle: bool = True) -> None:
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and seeds are yielded next."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator()
+        g.manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
+        order = torch.randperm(self.length, generator=g) if self.shuffle else None
+        seeds = torch.randint(0, 2**62, (self.length,), generator=g)
+        for j in range(self.length):
+            i = int(order[j]) if order is not None else j
+            yield i, int(seeds[j])
+
+
+def chip_gsd(path: str | os.PathLike[str]) -> float:
+    """Ground sample distance of a chip (pixel width in CRS units), from its transform."""
+    with rasterio.open(path) as ds:
+        return float(abs(ds.transform.a)) if ds.transform is not None else math.nan
