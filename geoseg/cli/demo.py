@@ -30,8 +30,20 @@ def demo(output: str, overwrite: bool) -> None:
 
     report = run_demo(output, overwrite=overwrite, step=lambda s: click.echo(f"-> {s}"))
     click.echo("")
-    click.echo(f"Demo finished in {sum(report.seconds.values()):.0f}s. Outputs:")
+    steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
+    click.echo(f"Demo finished in {sum(report.seconds.values()):.0f}s ({steps}). Outputs:")
     for name, path in report.outputs.items():
-        click.echo(f"  {name:<22} {path}")
+        click.echo(f"  {name:<26} {path}")
+    if report.table:
+        click.echo("")
+        click.echo("Test scene, pixels (model never saw it):")
+        click.echo(report.table)
+    click.echo("")
     for name, value in report.figures.items():
-        click.echo(f"  {name:<22} {value:.3f}")
+        click.echo(f"  {name:<26} {value:.3f}")
+    root = report.root
+    click.echo("")
+    click.echo("Open in QGIS: drag in the class map (keep its .aux.xml beside it: class names),")
+    click.echo("the probabilities, and the GeoPackage (layers buildings, roads open styled);")
+    click.echo(f"the chip footprints are in {root / 'tiles' / 'index.gpkg'}.")
+    click.echo("Batch job on the same data: geoseg run pipelines/demo.yaml")

@@ -77,6 +77,9 @@ def cli(verbose: int, quiet: int) -> None:
     level = logging.WARNING - 10 * verbose + 10 * quiet
     level = max(logging.DEBUG, min(logging.CRITICAL, level))
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Dask's own chatter (worker start/stop, INFO) only at -vv.
+    # Dask's own chatter (worker start/stop, INFO) only at -vv. distributed sets its loggers'
+    # levels from its config when imported (later, by a command): configure that too.
+    if verbose < 2:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(level if verbose >= 2 else max(level, logging.WARNING))
