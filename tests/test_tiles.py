@@ -67,7 +67,7 @@ def test_chip_transform_is_scene_transform_offset_by_window(tmp_path: Path) -> N
     height=st.integers(20, 160),
     width=st.integers(20, 160),
     size=st.sampled_from([32, 48, 64, 200]),
-    overlap=st.integers(0, 31),
+    overlap=st.integers(0, 16),  # stride >= 16: keeps the chip count small
 )
 def test_reassembly_property(
     tmp_path: Path, height: int, width: int, size: int, overlap: int

@@ -177,7 +177,7 @@ def evaluate(
     $ geoseg evaluate pred.tif top_potsdam_2_13_label.tif --eroded 3 --ignore-class clutter
     $ geoseg evaluate pred.tif truth.tif --json metrics.json --min-miou 0.7
     $ geoseg evaluate --vectors pred.gpkg truth.geojson --iou 0.5 --min-f1 0.6
-    """  # noqa: D301 (click needs a real \b, not r"\b")
+    """
     from geoseg._io import check_output
     from geoseg.evaluate import (
         below_minimum,
