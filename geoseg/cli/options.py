@@ -13,7 +13,9 @@ import click
 
 __all__ = [
     "CreationOption",
+    "Number",
     "PositiveInt",
+    "check_schema",
     "co_opt",
     "device_opt",
     "overlap_opt",
@@ -59,6 +61,41 @@ class Fraction(click.ParamType):
         if not 0.0 <= v <= 1.0:
             self.fail(f"{v} must be between 0 and 1", param, ctx)
         return v
+
+
+class Number(click.ParamType):
+    """A finite float >= ``minimum`` (or > it when ``exclusive``)."""
+
+    name = "number"
+
+    def __init__(self, minimum: float = 0.0, *, exclusive: bool = False) -> None:
+        self.minimum = minimum
+        self.exclusive = exclusive
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        ok = v > self.minimum if self.exclusive else v >= self.minimum
+        if not ok or v == float("inf"):
+            op = ">" if self.exclusive else ">="
+            self.fail(f"{v} must be a finite number {op} {self.minimum:g}", param, ctx)
+        return v
+
+
+def check_schema(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Callback: ``value`` must name a built-in schema or a valid schema file."""
+    from geoseg.errors import SchemaError
+    from geoseg.schema import load_schema
+
+    try:
+        load_schema(value)
+    except SchemaError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 class CreationOption(click.ParamType):

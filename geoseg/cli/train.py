@@ -8,6 +8,7 @@ import click
 
 from geoseg.cli.options import (
     Fraction,
+    Number,
     PositiveInt,
     _default_workers,
     _split_csv,
@@ -36,21 +37,6 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-class _PositiveFloat(click.ParamType):
-    name = "number"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not v > 0 or v == float("inf"):
-            self.fail(f"{v} must be a finite number > 0", param, ctx)
-        return v
-
-
 @click.command(short_help="Train a model on a tile store.")
 @click.argument("tiles", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -70,7 +56,9 @@ class _PositiveFloat(click.ParamType):
 @click.option("--encoder", help="Encoder of smp models (unet, fpn, ...), e.g. resnet18.")
 @click.option("--epochs", type=PositiveInt(1), default=20, show_default=True)
 @click.option("--batch-size", type=PositiveInt(1), default=8, show_default=True)
-@click.option("--lr", type=_PositiveFloat(), default=1e-3, show_default=True, help="Peak LR.")
+@click.option(
+    "--lr", type=Number(0.0, exclusive=True), default=1e-3, show_default=True, help="Peak LR."
+)
 @click.option("--weight-decay", type=Fraction(), default=1e-4, show_default=True)
 @click.option(
     "--schedule",

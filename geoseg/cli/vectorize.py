@@ -3,39 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from geoseg.cli.options import PositiveInt, overwrite_opt, workers_opt
-
-
-class _Metres(click.ParamType):
-    """A length or area >= 0 (metres or square metres)."""
-
-    name = "number"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not v >= 0 or v == float("inf"):
-            self.fail(f"{v} must be a finite number >= 0", param, ctx)
-        return v
-
-
-def _schema_cb(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from geoseg.errors import SchemaError
-    from geoseg.schema import load_schema
-
-    try:
-        load_schema(value)
-    except SchemaError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+from geoseg.cli.options import Number, PositiveInt, check_schema, overwrite_opt, workers_opt
 
 
 def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -70,21 +41,21 @@ def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--min-area",
-    type=_Metres(),
+    type=Number(0.0),
     default=0.0,
     show_default=True,
     help="Drop polygons under this many m².",
 )
 @click.option(
     "--hole-area",
-    type=_Metres(),
+    type=Number(0.0),
     default=0.0,
     show_default=True,
     help="Fill holes under this many m².",
 )
 @click.option(
     "--simplify",
-    type=_Metres(),
+    type=Number(0.0),
     default=0.0,
     show_default=True,
     help="Simplification tolerance in m; shared borders stay shared.",
@@ -93,7 +64,7 @@ def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--centerlines", is_flag=True, help="Add a road_centerlines layer.")
 @click.option(
     "--spur-length",
-    type=_Metres(),
+    type=Number(0.0),
     default=None,
     help="Prune centre-line dead ends shorter than this (m); default 40 pixels.",
 )
@@ -117,7 +88,7 @@ def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     "--schema",
     default="potsdam",
     show_default=True,
-    callback=_schema_cb,
+    callback=check_schema,
     help="Class schema if the raster has no GEOSEG_SCHEMA tag (name or YAML/JSON file).",
 )
 @overwrite_opt

@@ -54,3 +54,19 @@ def test_overlap_must_be_smaller_than_tile() -> None:
     assert r.exit_code == 0 and r.output.strip() == "64 8 {'BLOCKSIZE': '256'}"
     r = CliRunner().invoke(cmd, ["--size", "64", "--overlap", "64"])
     assert r.exit_code == 2 and "smaller than the tile size" in r.output
+
+
+def test_number_and_schema_checks(tmp_path: object) -> None:
+    from geoseg.cli.options import Number, check_schema
+
+    assert Number(0.0).convert("0", None, None) == 0.0
+    with pytest.raises(click.BadParameter, match="> 0"):
+        Number(0.0, exclusive=True).convert("0", None, None)
+    with pytest.raises(click.BadParameter, match="finite"):
+        Number(0.0).convert("inf", None, None)
+    with pytest.raises(click.BadParameter, match="not a number"):
+        Number(0.0).convert("x", None, None)
+    ctx = click.Context(click.Command("x"))
+    assert check_schema(ctx, click.Option(["--schema"]), "potsdam") == "potsdam"
+    with pytest.raises(click.BadParameter, match="built-in name"):
+        check_schema(ctx, click.Option(["--schema"]), "nope")
