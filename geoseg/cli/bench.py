@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import PositiveInt, device_opt, workers_opt
+from geoseg.cli.options import (
+    PositiveInt,
+    batch_size_opt,
+    device_opt,
+    precision_opt,
+    workers_opt,
+)
 
 
 @click.group(short_help="Benchmarks (prediction throughput, memory).")
@@ -28,20 +34,8 @@ def bench() -> None:
     help="Registered architecture (untrained), or 'tiny' (a 1x1 convolution).",
 )
 @device_opt
-@click.option(
-    "--batch-size",
-    type=PositiveInt(1),
-    default=None,
-    show_default="32 on cuda, 4 on cpu",
-    help="Tiles per model call.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="Model precision; auto is bf16 on cuda, fp32 on cpu.",
-)
+@batch_size_opt
+@precision_opt
 @click.option(
     "--tile-size", type=PositiveInt(16), default=512, show_default=True, help="Tile edge."
 )

@@ -6,6 +6,7 @@ that a bad value is a one-line usage error (exit 2) naming the option.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -13,13 +14,22 @@ import click
 
 __all__ = [
     "CreationOption",
+    "Fraction",
     "Number",
     "PositiveInt",
+    "bands_opt",
+    "batch_size_opt",
+    "check_overlap",
     "check_schema",
     "co_opt",
+    "default_workers",
     "device_opt",
+    "min_valid_opt",
     "overlap_opt",
     "overwrite_opt",
+    "precision_opt",
+    "scene_inputs",
+    "split_csv",
     "tile_size_opt",
     "workers_opt",
 ]
@@ -114,14 +124,16 @@ class CreationOption(click.ParamType):
         return key.strip().upper(), val.strip()
 
 
-def _check_overlap(ctx: click.Context, param: click.Parameter, value: int) -> int:
+def check_overlap(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Callback: the overlap must be smaller than the tile size (``--size``/``--tile-size``)."""
     size = ctx.params.get("tile_size") or ctx.params.get("size")
-    if size is not None and value >= size:
+    if value is not None and size is not None and value >= size:
         raise click.BadParameter(f"{value} must be smaller than the tile size ({size})")
     return value
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
+    """Default worker count: the CPU count, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -143,7 +155,7 @@ overlap_opt = click.option(
     type=PositiveInt(0),
     default=64,
     show_default=True,
-    callback=_check_overlap,
+    callback=check_overlap,
     help="Pixels shared by neighbouring tiles.",
 )
 device_opt = click.option(
@@ -156,7 +168,7 @@ device_opt = click.option(
 workers_opt = click.option(
     "--workers",
     type=PositiveInt(1),
-    default=_default_workers,
+    default=default_workers,
     show_default="min(8, CPU count)",
     help="Parallel worker processes or threads.",
 )
@@ -176,9 +188,10 @@ min_valid_opt = click.option(
 )
 
 
-def _split_csv(
+def split_csv(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, ...] | None:
+    """Callback: a comma-separated list to a tuple of non-empty names."""
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -187,13 +200,49 @@ def _split_csv(
     return items
 
 
+_SCENE_PARAMS = (
+    "inputs",
+    "ids",
+    "image",
+    "dsm",
+    "ndsm",
+    "labels",
+    "band_names",
+    "potsdam_labels",
+    "schema",
+)
+
+
 def scene_inputs(f: Any) -> Any:
-    """Options and arguments that name scenes (see :func:`geoseg.scene.resolve_scenes`)."""
+    """Arguments and options that name scenes; the command receives ``scenes``.
+
+    The values are resolved with :func:`geoseg.scene.resolve_scenes` into a list of
+    :class:`~geoseg.scene.SceneSpec`, passed to the command as its ``scenes`` argument.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from geoseg.scene import resolve_scenes
+
+        v = {k: kwargs.pop(k) for k in _SCENE_PARAMS}
+        kwargs["scenes"] = resolve_scenes(
+            v["inputs"],
+            ids=v["ids"],
+            image=v["image"],
+            dsm=v["dsm"],
+            ndsm=v["ndsm"],
+            labels=v["labels"],
+            band_names=v["band_names"],
+            potsdam_labels=None if v["potsdam_labels"] == "none" else v["potsdam_labels"],
+            schema=v["schema"],
+        )
+        return f(*args, **kwargs)
+
     decorators = [
         click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=str)),
         click.option(
             "--ids",
-            callback=_split_csv,
+            callback=split_csv,
             help="Potsdam tile ids to take from a Potsdam folder (e.g. 2_10,2_11).",
         ),
         click.option(
@@ -212,7 +261,7 @@ def scene_inputs(f: Any) -> Any:
         ),
         click.option(
             "--band-names",
-            callback=_split_csv,
+            callback=split_csv,
             help="Names of the image bands in file order (e.g. red,green,blue,nir,dsm).",
         ),
         click.option(
@@ -230,39 +279,26 @@ def scene_inputs(f: Any) -> Any:
         ),
     ]
     for d in reversed(decorators):
-        f = d(f)
-    return f
+        wrapper = d(wrapper)
+    return wrapper
 
 
-def resolve_scene_options(
-    inputs: tuple[str, ...],
-    ids: tuple[str, ...] | None,
-    image: str | None,
-    dsm: str | None,
-    ndsm: str | None,
-    labels: str | None,
-    band_names: tuple[str, ...] | None,
-    potsdam_labels: str,
-    schema: str,
-) -> list[Any]:
-    """Turn :func:`scene_inputs` values into scene specs."""
-    from geoseg.scene import resolve_scenes
-
-    return resolve_scenes(
-        inputs,
-        ids=ids,
-        image=image,
-        dsm=dsm,
-        ndsm=ndsm,
-        labels=labels,
-        band_names=band_names,
-        potsdam_labels=None if potsdam_labels == "none" else potsdam_labels,
-        schema=schema,
-    )
-
-
+batch_size_opt = click.option(
+    "--batch-size",
+    type=PositiveInt(1),
+    default=None,
+    show_default="32 on cuda, 4 on cpu",
+    help="Tiles per model call.",
+)
+precision_opt = click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="Model precision; auto is bf16 on cuda, fp32 on cpu.",
+)
 bands_opt = click.option(
     "--bands",
-    callback=_split_csv,
+    callback=split_csv,
     help="Bands to use, in order (default: every scene band but the absolute dsm).",
 )

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from geoseg.cli.options import (
     PositiveInt,
+    batch_size_opt,
+    check_overlap,
     co_opt,
     device_opt,
     overwrite_opt,
-    resolve_scene_options,
+    precision_opt,
     scene_inputs,
     workers_opt,
 )
 
-
-def _check_overlap(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    size = ctx.params.get("size")
-    if value is not None and size is not None and value >= size:
-        raise click.BadParameter(f"{value} must be smaller than the tile size ({size})")
-    return value
+if TYPE_CHECKING:
+    from geoseg.scene import SceneSpec
 
 
 @click.command(short_help="Predict land-cover maps for whole scenes.")
@@ -54,24 +54,12 @@ def _check_overlap(ctx: click.Context, param: click.Parameter, value: int | None
     type=PositiveInt(0),
     default=None,
     show_default="a quarter of the tile size (128 for 512)",
-    callback=_check_overlap,
+    callback=check_overlap,
     help="Pixels shared by neighbouring tiles (blended).",
 )
-@click.option(
-    "--batch-size",
-    type=PositiveInt(1),
-    default=None,
-    show_default="32 on cuda, 4 on cpu",
-    help="Tiles per model call.",
-)
+@batch_size_opt
 @device_opt
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="Model precision; auto is bf16 on cuda, fp32 on cpu.",
-)
+@precision_opt
 @click.option(
     "--tta",
     type=click.Choice(["none", "flip", "d4"]),
@@ -104,15 +92,7 @@ def _check_overlap(ctx: click.Context, param: click.Parameter, value: int | None
 @co_opt
 @overwrite_opt
 def predict(
-    inputs: tuple[str, ...],
-    ids: tuple[str, ...] | None,
-    image: str | None,
-    dsm: str | None,
-    ndsm: str | None,
-    labels: str | None,
-    band_names: tuple[str, ...] | None,
-    potsdam_labels: str,
-    schema: str,
+    scenes: list[SceneSpec],
     model: str,
     outdir: str,
     size: int | None,
@@ -147,9 +127,6 @@ def predict(
 
     from geoseg.predict import PredictOptions, predict_scenes
 
-    specs = resolve_scene_options(
-        inputs, ids, image, dsm, ndsm, labels, band_names, potsdam_labels, schema
-    )
     opts = PredictOptions(
         tile_size=size,
         overlap=overlap,
@@ -172,7 +149,7 @@ def predict(
             bar.refresh()
 
         reports = predict_scenes(
-            specs, model, outdir, options=opts, client=scheduler, progress=progress
+            scenes, model, outdir, options=opts, client=scheduler, progress=progress
         )
     for r in reports:
         resumed = f", {r.blocks_resumed} resumed" if r.blocks_resumed else ""

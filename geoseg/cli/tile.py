@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from geoseg.cli.options import (
@@ -9,11 +11,13 @@ from geoseg.cli.options import (
     min_valid_opt,
     overlap_opt,
     overwrite_opt,
-    resolve_scene_options,
     scene_inputs,
     tile_size_opt,
     workers_opt,
 )
+
+if TYPE_CHECKING:
+    from geoseg.scene import SceneSpec
 
 
 @click.command(short_help="Cut scenes into training chips.")
@@ -33,15 +37,7 @@ from geoseg.cli.options import (
 @workers_opt
 @overwrite_opt
 def tile(
-    inputs: tuple[str, ...],
-    ids: tuple[str, ...] | None,
-    image: str | None,
-    dsm: str | None,
-    ndsm: str | None,
-    labels: str | None,
-    band_names: tuple[str, ...] | None,
-    potsdam_labels: str,
-    schema: str,
+    scenes: list[SceneSpec],
     output: str,
     size: int,
     overlap: int,
@@ -66,9 +62,6 @@ def tile(
 
     from geoseg.tiles import TileOptions, tile_scenes
 
-    specs = resolve_scene_options(
-        inputs, ids, image, dsm, ndsm, labels, band_names, potsdam_labels, schema
-    )
     opts = TileOptions(size=size, overlap=overlap, min_valid=min_valid, bands=bands)
     with tqdm(desc="chips", unit="chip", disable=None) as bar:
 
@@ -77,7 +70,7 @@ def tile(
             bar.update(1)
 
         report = tile_scenes(
-            specs, output, options=opts, workers=workers, overwrite=overwrite, progress=progress
+            scenes, output, options=opts, workers=workers, overwrite=overwrite, progress=progress
         )
     click.echo(
         f"{report.root}: {report.chips} chips in the index ({report.written} written, "

@@ -10,10 +10,10 @@ from geoseg.cli.options import (
     Fraction,
     Number,
     PositiveInt,
-    _default_workers,
-    _split_csv,
+    default_workers,
     device_opt,
     overwrite_opt,
+    split_csv,
 )
 
 
@@ -83,7 +83,7 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--val-scenes",
-    callback=_split_csv,
+    callback=split_csv,
     help="Validation scenes by id (e.g. 2_12,3_12); the rest train.",
 )
 @click.option(
@@ -117,7 +117,7 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--workers",
     type=PositiveInt(0),
-    default=_default_workers,
+    default=default_workers,
     show_default="min(8, CPU count)",
     help="DataLoader worker processes; 0 reads chips in the main process.",
 )
