@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg._io import atomic_path, temp_sibling
+from geoseg._io import atomic_path
 from geoseg.errors import BandMismatchError, InputError, OutputExistsError
 from geoseg.grid import tile_windows
 from geoseg.scene import Scene, SceneSpec
@@ -150,7 +150,7 @@ def tile_scenes(
     t0 = time.perf_counter()
     root = Path(out)
     # Open every scene once up front: errors in any input surface before anything is written.
-    bands, schema, labels = _check_scenes(scenes, options)
+    bands, schema, labels, shapes = _check_scenes(scenes, options)
     meta = _store_meta(options, bands, schema, labels)
     meta_path = root / "tiles.json"
     if root.exists():
@@ -178,11 +178,16 @@ def tile_scenes(
         with atomic_path(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
 
-    jobs = [(spec, w) for spec in scenes for w in _windows_of(spec, options)]
+    jobs = [
+        (spec, w)
+        for spec, shape in zip(scenes, shapes, strict=True)
+        for w in tile_windows(shape, size=options.size, overlap=options.overlap)
+    ]
     local = threading.local()
     opened: list[Scene] = []
     lock = threading.Lock()
     counts = {"written": 0, "existing": 0, "invalid": 0, "unknown": 0, "done": 0}
+    written: dict[str, ChipRecord] = {}
 
     def scene_for(spec: SceneSpec) -> Scene:
         cache: dict[str, Scene] = getattr(local, "scenes", None) or {}
@@ -195,8 +200,10 @@ def tile_scenes(
 
     def work(job: tuple[SceneSpec, Window]) -> None:
         spec, window = job
-        status, unknown = _write_chip(scene_for(spec), window, root, bands, options)
+        status, unknown, record = _write_chip(scene_for(spec), window, root, bands, options)
         with lock:
+            if record is not None:
+                written[record.path] = record
             counts[status] += 1
             counts["unknown"] += unknown
             counts["done"] += 1
@@ -217,7 +224,14 @@ def tile_scenes(
             counts["unknown"],
             schema.name,
         )
-    records = list(_records_from_chips(root))
+    records = [
+        written.get(path) or _record_from_chip(root, path)
+        for path in sorted(
+            str(p.relative_to(root))
+            for p in (root / "chips").glob("*/*.tif")
+            if not p.name.startswith(".")  # an interrupted run's temporary chip
+        )
+    ]
     write_index(records, root / "index.gpkg", num_classes=len(schema))
     return TileReport(
         root=root,
@@ -230,22 +244,18 @@ def tile_scenes(
     )
 
 
-def _windows_of(spec: SceneSpec, options: TileOptions) -> list[Window]:
-    with rasterio.open(spec.image) as ds:
-        shape = (ds.height, ds.width)
-    return list(tile_windows(shape, size=options.size, overlap=options.overlap))
-
-
 def _check_scenes(
     scenes: Sequence[SceneSpec], options: TileOptions
-) -> tuple[tuple[str, ...], ClassSchema, bool]:
+) -> tuple[tuple[str, ...], ClassSchema, bool, list[tuple[int, int]]]:
     if not scenes:
         raise InputError("no scene to tile")
     bands: tuple[str, ...] | None = options.bands
     schema: ClassSchema | None = None
     labels: set[bool] = set()
+    shapes: list[tuple[int, int]] = []
     for spec in scenes:
         with spec.open() as sc:
+            shapes.append(sc.geobox.shape)
             if bands is None:
                 bands = tuple(b for b in sc.band_names if b != "dsm")
             sc.check_bands(bands)
@@ -262,7 +272,7 @@ def _check_scenes(
     assert bands is not None and schema is not None
     if LABEL_BAND in bands:
         raise BandMismatchError(f"band name {LABEL_BAND!r} is reserved for the label band")
-    return bands, schema, labels.pop()
+    return bands, schema, labels.pop(), shapes
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -275,14 +285,16 @@ def _read_meta(path: Path) -> dict | None:
 
 def _write_chip(
     scene: Scene, window: Window, root: Path, bands: Sequence[str], options: TileOptions
-) -> tuple[str, int]:
-    final = root / _chip_name(scene.id, window)
+) -> tuple[str, int, ChipRecord | None]:
+    name = _chip_name(scene.id, window)
+    final = root / name
     if final.exists():
-        return "existing", 0
+        return "existing", 0, None
     block = scene.read(window, bands=bands)
-    valid_fraction = float(block.valid.mean())
+    # as stored in the chip's tags, so a record is the same whether kept or read back
+    valid_fraction = float(f"{block.valid.mean():.6f}")
     if valid_fraction < options.min_valid or not block.valid.any():
-        return "invalid", 0
+        return "invalid", 0, None
     n = len(scene.schema)
     unknown = 0
     arrays = [block.data]
@@ -313,58 +325,64 @@ def _write_chip(
         "compress": options.compress,
         "predictor": 3,
     }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(final)
-    try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            dst.write_mask(block.valid.astype(np.uint8) * 255)
-            for i, name in enumerate(names, start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(
-                GEOSEG_SCENE=scene.id,
-                GEOSEG_WINDOW=json.dumps(
-                    [
-                        int(window.col_off),
-                        int(window.row_off),
-                        int(window.width),
-                        int(window.height),
-                    ]
-                ),
-                GEOSEG_BANDS=json.dumps(names),
-                GEOSEG_VALID=f"{valid_fraction:.6f}",
-                GEOSEG_HISTOGRAM=json.dumps(histogram),
-                GEOSEG_IGNORED=str(ignored),
-            )
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return "written", unknown
+    with (
+        atomic_path(final) as tmp,
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
+        dst.write(data)
+        dst.write_mask(block.valid.astype(np.uint8) * 255)
+        for i, band in enumerate(names, start=1):
+            dst.set_band_description(i, band)
+        dst.update_tags(
+            GEOSEG_SCENE=scene.id,
+            GEOSEG_WINDOW=json.dumps(
+                [
+                    int(window.col_off),
+                    int(window.row_off),
+                    int(window.width),
+                    int(window.height),
+                ]
+            ),
+            GEOSEG_BANDS=json.dumps(names),
+            GEOSEG_VALID=f"{valid_fraction:.6f}",
+            GEOSEG_HISTOGRAM=json.dumps(histogram),
+            GEOSEG_IGNORED=str(ignored),
+        )
+    record = ChipRecord(
+        path=name,
+        scene=scene.id,
+        col_off=int(window.col_off),
+        row_off=int(window.row_off),
+        width=int(window.width),
+        height=int(window.height),
+        valid_fraction=valid_fraction,
+        histogram=tuple(histogram),
+        ignored=ignored,
+        footprint=scene.geobox.window(window).bounds,
+        crs=scene.geobox.crs.to_string() if scene.geobox.crs else "",
+    )
+    return "written", unknown, record
 
 
-def _records_from_chips(root: Path) -> Iterator[ChipRecord]:
-    for p in sorted((root / "chips").glob("*/*.tif")):
-        if p.name.startswith("."):
-            continue  # an interrupted run's temporary chip
-        with rasterio.open(p) as ds:
-            tags = ds.tags()
-            if "GEOSEG_WINDOW" not in tags:
-                continue
-            col, row, w, h = json.loads(tags["GEOSEG_WINDOW"])
-            yield ChipRecord(
-                path=str(p.relative_to(root)),
-                scene=tags["GEOSEG_SCENE"],
-                col_off=col,
-                row_off=row,
-                width=w,
-                height=h,
-                valid_fraction=float(tags["GEOSEG_VALID"]),
-                histogram=tuple(json.loads(tags["GEOSEG_HISTOGRAM"])),
-                ignored=int(tags.get("GEOSEG_IGNORED", 0)),
-                footprint=tuple(ds.bounds),  # type: ignore[arg-type]
-                crs=ds.crs.to_string() if ds.crs else "",
-            )
+def _record_from_chip(root: Path, path: str) -> ChipRecord:
+    """The index row of a chip written earlier, from its tags."""
+    with rasterio.open(root / path) as ds:
+        tags = ds.tags()
+        col, row, w, h = json.loads(tags["GEOSEG_WINDOW"])
+        return ChipRecord(
+            path=path,
+            scene=tags["GEOSEG_SCENE"],
+            col_off=col,
+            row_off=row,
+            width=w,
+            height=h,
+            valid_fraction=float(tags["GEOSEG_VALID"]),
+            histogram=tuple(json.loads(tags["GEOSEG_HISTOGRAM"])),
+            ignored=int(tags.get("GEOSEG_IGNORED", 0)),
+            footprint=tuple(ds.bounds),  # type: ignore[arg-type]
+            crs=ds.crs.to_string() if ds.crs else "",
+        )
 
 
 def write_index(records: Sequence[ChipRecord], path: Path, *, num_classes: int) -> None:

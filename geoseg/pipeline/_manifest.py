@@ -51,6 +51,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from geoseg._io import atomic_path
 from geoseg.errors import GeosegError, InputError
 
 __all__ = [
@@ -351,18 +352,13 @@ class Manifest:
         with self._lock:
             self._data["updated"] = utc_now()
             text = json.dumps(self._data, indent=2, sort_keys=False, allow_nan=False) + "\n"
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{MANIFEST_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                raise
+            with (
+                atomic_path(self.path, overwrite=True) as tmp,
+                open(tmp, "w", encoding="utf-8") as f,
+            ):
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
     def set(self, key: str, value: Any) -> None:
         """Set a top-level entry (not saved)."""

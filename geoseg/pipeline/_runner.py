@@ -803,8 +803,8 @@ def _check_root(root: Path) -> None:
             )
 
 
-_LEFTOVER = re.compile(r"^\..+\.(?:[0-9a-f]{8}\.partial(?:\..*)?|tmp)$")
-"""Temporary names of atomic writes (``geoseg._io.temp_sibling``, ``*.tmp``)."""
+_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(?:\..*)?$")
+"""Temporary names of atomic writes (``geoseg._io.temp_sibling``)."""
 
 
 def _clean_leftovers(root: Path) -> None:
