@@ -287,16 +287,12 @@ def tiny_model(bands: tuple[str, ...] = IMAGE_BANDS, *, seed: int = 0) -> Predic
 def _bench_checkpoint(cache: Path, name: str, tile_size: int) -> Path:
     """An untrained checkpoint of architecture ``name`` (cached)."""
     from geoseg.checkpoint import Checkpoint, save_checkpoint
-    from geoseg.models import build_model, model_spec
 
     path = cache / f"untrained_{name}_{len(BENCH_BANDS)}b_{tile_size}.pt"
     if path.exists():
         return path
-    spec = model_spec(name, in_channels=len(BENCH_BANDS), num_classes=POTSDAM.num_classes)
-    model = build_model(spec["name"], **spec["args"])
-    ckpt = Checkpoint(
-        arch=spec,
-        state_dict=model.state_dict(),
+    ckpt = Checkpoint.untrained(
+        name,
         bands=BENCH_BANDS,
         mean=(100.0, 100.0, 100.0, 120.0, 3.0),
         std=(50.0, 50.0, 50.0, 50.0, 5.0),

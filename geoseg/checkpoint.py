@@ -77,6 +77,40 @@ class Checkpoint:
                 f"{len(self.std)} stds"
             )
 
+    @classmethod
+    def untrained(
+        cls,
+        name: str,
+        *,
+        bands: tuple[str, ...],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        schema: ClassSchema,
+        tile_size: int,
+        gsd: float,
+        config: dict[str, Any] | None = None,
+        **arch_args: Any,
+    ) -> Checkpoint:
+        """A checkpoint of architecture ``name`` with fresh (random) weights.
+
+        For benchmarks and tests; seed torch first for reproducible weights.
+        """
+        from geoseg.models import build_model, model_spec
+
+        spec = model_spec(name, in_channels=len(bands), num_classes=len(schema), **arch_args)
+        model = build_model(spec["name"], **spec["args"])
+        return cls(
+            arch=spec,
+            state_dict=model.state_dict(),
+            bands=bands,
+            mean=mean,
+            std=std,
+            schema=schema,
+            tile_size=tile_size,
+            gsd=gsd,
+            config=dict(config or {}),
+        )
+
     @property
     def num_classes(self) -> int:
         """Number of output classes."""

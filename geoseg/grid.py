@@ -65,10 +65,6 @@ class GeoBox:
             int(window.width), int(window.height), self.window_transform(window), self.crs
         )
 
-    def pixel_area(self) -> float:
-        """Area of one pixel in CRS units squared."""
-        return abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
-
 
 def axis_starts(length: int, size: int, overlap: int) -> list[int]:
     """Tile start offsets along one axis.

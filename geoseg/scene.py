@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import rasterio
-from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
@@ -248,10 +247,6 @@ class _Source:
         self.offset = (0, 0)
         self.nodata = nodata
         logger.info("%s: %s resampled onto the image grid", self.path, self.what)
-
-    @property
-    def warped_mask(self) -> bool:
-        return self._vrt is not None
 
     def read(
         self, window: Window, fill: float
@@ -763,9 +758,3 @@ def resolve_scenes(
 def _stem_id(path: Path) -> str:
     m = re.match(r"^top_potsdam_(\d+_\d+)_RGBIR$", path.stem, re.IGNORECASE)
     return m.group(1) if m else path.stem
-
-
-def scene_transform(spec: SceneSpec) -> Affine:
-    """The scene grid's transform (opens the image header only)."""
-    with rasterio.open(spec.image) as ds:
-        return ds.transform

@@ -19,14 +19,10 @@ def make_checkpoint(path: Path, *, tile_size: int = 128, seed: int = 0) -> Path:
     import torch
 
     from geoseg.checkpoint import Checkpoint, save_checkpoint
-    from geoseg.models import build_model, model_spec
 
     torch.manual_seed(seed)
-    spec = model_spec("fcn_resnet18", in_channels=len(BANDS), num_classes=POTSDAM.num_classes)
-    model = build_model(spec["name"], **spec["args"])
-    ckpt = Checkpoint(
-        arch=spec,
-        state_dict=model.state_dict(),
+    ckpt = Checkpoint.untrained(
+        "fcn_resnet18",
         bands=BANDS,
         mean=(110.0, 110.0, 110.0, 110.0, 2.0),
         std=(50.0, 50.0, 50.0, 50.0, 3.0),

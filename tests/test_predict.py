@@ -363,14 +363,9 @@ def test_outputs_are_cogs_with_provenance_and_a_sidecar(tmp_path: Path) -> None:
 
 
 def save_tiny_checkpoint(path: Path, arch: str = "fcn_resnet18") -> Path:
-    from geoseg.models import build_model, model_spec
-
-    spec = model_spec(arch, in_channels=3, num_classes=6)
     torch.manual_seed(0)
-    net = build_model(spec["name"], **spec["args"])
-    ckpt = Checkpoint(
-        arch=spec,
-        state_dict=net.state_dict(),
+    ckpt = Checkpoint.untrained(
+        arch,
         bands=RGB,
         mean=(120.0, 110.0, 100.0),
         std=(60.0, 50.0, 40.0),
