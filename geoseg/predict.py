@@ -50,7 +50,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -100,6 +101,7 @@ TTA = Literal["none", "flip", "d4"]
 
 WORK_VERSION = 1
 GSD_TOLERANCE = 0.25
+_DRIVER_THREADS = 4  # driver threads that persist block results and complete seams
 _ROWS_AHEAD = 2  # tile rows a block task keeps queued at the model runner
 _LINGER_S = 0.005  # how long the runner waits to fill a batch before running it padded
 GDAL_CACHE_MB = 128
@@ -891,6 +893,8 @@ class _SceneRun:
         self.warnings = warnings
         self.done: set[tuple[int, int]] = set()
         self.sealed: set[tuple[int, int]] = set()
+        self._sealing: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
         self.stats = {
             "tiles": 0,
             "skipped": 0,
@@ -932,8 +936,9 @@ class _SceneRun:
             if not self.plan.seam_rects(b) or (self.work / _bname("f", b)).exists():
                 self.sealed.add(b)
                 self._drop_pieces(b)
-        for b in sorted(self.done - self.sealed):
-            self._try_seal(b)
+        for d in self._claim_seals(sorted(self.done - self.sealed)):
+            self._seal(d)
+            self.sealed.add(d)
         if self.resumed:
             logger.info(
                 "%s: resuming, %d of %d blocks already done",
@@ -951,6 +956,31 @@ class _SceneRun:
         return len(self.sealed) == len(self.plan.blocks)
 
     def persist(self, res: _BlockResult) -> None:
+        """Write a block's result to the work folder, then complete every seam it unblocks.
+
+        Thread-safe: blocks are persisted by a pool of driver threads. Each block writes
+        only its own files, the bookkeeping (done, sealed) happens under a lock, and a seam
+        is completed by exactly one thread, once all of its contributors' files exist.
+        """
+        t0 = time.perf_counter()
+        self._write(res)
+        b = res.block
+        with self._lock:
+            self.done.add(b)
+            self.stats["tiles"] += res.tiles
+            self.stats["skipped"] += res.skipped
+            self.stats["read_s"] += res.read_s
+            self.stats["wait_s"] += res.wait_s
+            self.stats["blend_s"] += res.blend_s
+            self.stats["block_s"] += res.seconds
+            ready = self._claim_seals([b, *self.plan.dependents(b)])
+        for d in ready:
+            self._seal(d)
+        with self._lock:
+            self.sealed.update(ready)
+            self.stats["persist_s"] += time.perf_counter() - t0
+
+    def _write(self, res: _BlockResult) -> None:
         b = res.block
         if res.seams:
             arrays: dict[str, npt.NDArray[Any]] = {}
@@ -967,23 +997,27 @@ class _SceneRun:
         if res.probs is not None:
             core["probs"] = res.probs
         _save_arrays(self.work / _bname("b", b), **core)  # last: its existence marks the block done
-        self.done.add(b)
-        self.stats["tiles"] += res.tiles
-        self.stats["skipped"] += res.skipped
-        self.stats["read_s"] += res.read_s
-        self.stats["wait_s"] += res.wait_s
-        self.stats["blend_s"] += res.blend_s
-        self.stats["block_s"] += res.seconds
-        for d in [b, *self.plan.dependents(b)]:
-            self._try_seal(d)
 
-    def _try_seal(self, d: tuple[int, int]) -> None:
-        if d in self.sealed or d not in self.done:
-            return
+    def _claim_seals(self, blocks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Blocks whose seams can be completed now, reserved for the caller (hold the lock).
+
+        A block without seams is sealed as soon as it is done.
+        """
+        ready = []
+        for d in blocks:
+            if d in self.sealed or d in self._sealing or d not in self.done:
+                continue
+            if self.plan.seam_rects(d) and any(
+                c not in self.done for c in self.plan.contributors(d)
+            ):
+                continue
+            self._sealing.add(d)
+            ready.append(d)
+        return ready
+
+    def _seal(self, d: tuple[int, int]) -> None:
+        """Complete block ``d``'s seams from the spilled sums of its contributors."""
         if not self.plan.seam_rects(d):
-            self.sealed.add(d)
-            return
-        if any(c not in self.done for c in self.plan.contributors(d)):
             return
         own = _load_arrays(self.work / _bname("s", d))
         pieces: list[tuple[Rect, npt.NDArray[np.int32]]] = []
@@ -1007,7 +1041,6 @@ class _SceneRun:
             if probs is not None:
                 out[f"probs{i}"] = probs
         _save_arrays(self.work / _bname("f", d), **out)
-        self.sealed.add(d)
         self._drop_pieces(d)
 
     def _drop_pieces(self, d: tuple[int, int]) -> None:
@@ -1175,32 +1208,50 @@ def _drive(
         model_arg = client.scatter(ref, broadcast=True, hash=False)
     submitted: list[Any] = []
     ac = as_completed()
+    # Results are persisted (and seams completed) by a few driver threads, so that the driver
+    # keeps up with many workers and a fast GPU; at most `threads` results wait for them.
+    writers = ThreadPoolExecutor(_DRIVER_THREADS, thread_name_prefix="geoseg-persist")
+    writing: set[Future[None]] = set()
+
+    def reap(wait_one: bool) -> None:
+        if wait_one and writing:
+            futures_wait(writing, return_when=FIRST_COMPLETED)
+        for w in [w for w in writing if w.done()]:
+            writing.discard(w)
+            w.result()  # a failed write is raised here
+        for run in runs:
+            if run.complete and run.index not in reports:
+                reports[run.index] = _finish(run, meta, options, ref, t_start, device)
+
+    def submit() -> None:
+        f = client.submit(_run_block, todo.popleft(), model_arg, pure=False)
+        submitted.append(f)
+        ac.add(f)
+
     try:
         while todo and len(submitted) < limit:
-            f = client.submit(_run_block, todo.popleft(), model_arg, pure=False)
-            submitted.append(f)
-            ac.add(f)
+            submit()
         for fut in ac:
             res: _BlockResult = fut.result()
             fut.release()
-            run = runs[res.scene_index]
-            t0 = time.perf_counter()
-            run.persist(res)
-            run.stats["persist_s"] += time.perf_counter() - t0
+            writing.add(writers.submit(runs[res.scene_index].persist, res))
             del res
             done += 1
             if progress is not None:
                 progress(done, total)
-            if run.complete and run.index not in reports:
-                reports[run.index] = _finish(run, meta, options, ref, t_start, device)
+            reap(False)
+            while len(writing) > threads:
+                reap(True)
             if todo:
-                f = client.submit(_run_block, todo.popleft(), model_arg, pure=False)
-                submitted.append(f)
-                ac.add(f)
+                submit()
+        while writing:
+            reap(True)
+        reap(False)
     finally:
         pending = [f for f in submitted if not f.done()]
         if pending:
             client.cancel(pending)
+        writers.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager

@@ -112,7 +112,8 @@ class SceneBlock:
 
     Attributes:
         data: float32 (bands, rows, cols); invalid pixels are 0.
-        valid: bool (rows, cols); False where any requested band is nodata, NaN or outside.
+        valid: bool (rows, cols); False where any requested band is nodata, NaN, infinite
+            or outside.
         bands: Band names of ``data``.
         window: The window read (may extend past the scene).
     """
@@ -429,7 +430,7 @@ class Scene:
         if img_wanted:
             arr, inside = self._image.read(window, fill=0.0)
             nod = self._image.nodata
-            ok = inside & ~np.isnan(arr).any(axis=0)
+            ok = inside & np.isfinite(arr).all(axis=0)
             if nod is not None and not math.isnan(nod):
                 ok &= ~(arr == nod).all(axis=0)
             valid &= ok
@@ -444,8 +445,7 @@ class Scene:
             ndsm, ok = self._read_ndsm(window)
             data[names.index("ndsm")] = ndsm
             valid &= ok
-        data[:, ~valid] = 0.0
-        np.nan_to_num(data, copy=False, nan=0.0)
+        data[:, ~valid] = 0.0  # every non-finite value is invalid, so none is left
         return SceneBlock(data=data, valid=valid, bands=names, window=window)
 
     def _read_elev(
@@ -547,15 +547,39 @@ class _Ground:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sample(self, window: Window) -> npt.NDArray[np.float32]:
-        from scipy.ndimage import map_coordinates
+        """Bilinear ground heights at the window's pixel centres (edges clamped).
 
+        Separable: the coarse rows are interpolated first (a small array), then the
+        columns; the same values as ``scipy.ndimage.map_coordinates(order=1,
+        mode="nearest")`` at a fraction of its cost.
+        """
         h, w = int(window.height), int(window.width)
         f = self.factor
-        rows = (np.arange(h) + int(window.row_off) + 0.5) / f - 0.5
-        cols = (np.arange(w) + int(window.col_off) + 0.5) / f - 0.5
-        rr, cc = np.meshgrid(rows, cols, indexing="ij")
-        out = map_coordinates(self.grid, [rr, cc], order=1, mode="nearest", prefilter=False)
-        return out.astype(np.float32)
+        r0, r1, tr = _linear_taps(
+            (np.arange(h) + int(window.row_off) + 0.5) / f - 0.5, self.grid.shape[0]
+        )
+        c0, c1, tc = _linear_taps(
+            (np.arange(w) + int(window.col_off) + 0.5) / f - 0.5, self.grid.shape[1]
+        )
+        g = self.grid.astype(np.float64)
+        rows = (g[r0] * (1.0 - tr)[:, None] + g[r1] * tr[:, None]).astype(np.float32)
+        out = rows[:, c0]  # (h, w), a new array
+        out += (rows[:, c1] - out) * tc.astype(np.float32)
+        return out
+
+
+def _linear_taps(
+    x: npt.NDArray[np.float64], n: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Indices and weight of linear interpolation at ``x`` on ``n`` samples.
+
+    Returns the left and right sample indices and the right sample's weight, with ``x``
+    clamped to ``[0, n - 1]``.
+    """
+    x = np.clip(x, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(x).astype(np.intp), max(n - 2, 0))
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, x - i0
 
 
 _GROUND_CACHE: dict[tuple[str, str, float], _Ground] = {}

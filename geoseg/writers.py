@@ -247,7 +247,9 @@ def _write_cog(
                 "COMPRESS": "DEFLATE",
                 "OVERVIEW_RESAMPLING": resampling,
                 "BIGTIFF": "IF_SAFER",
-                "NUM_THREADS": "2",
+                # Compression and overviews on every core: this copy is the serial tail of
+                # a prediction (override with creation option NUM_THREADS).
+                "NUM_THREADS": "ALL_CPUS",
             }
             options.update({k.upper(): v for k, v in creation_options})
             with atomic_path(final, overwrite=overwrite) as tmp:

@@ -164,6 +164,26 @@ def test_result_does_not_depend_on_block_size(tmp_path: Path) -> None:
         assert np.array_equal(p, outs[0][1])
 
 
+def test_many_blocks_of_several_scenes_in_parallel_match_one_block_runs(tmp_path: Path) -> None:
+    # 4 block threads and the driver's persist threads complete the seams of 20 small
+    # blocks per scene concurrently; each scene must equal its one-block prediction.
+    specs = [random_scene(tmp_path, 180, 250, seed=s) for s in (5, 6)]
+    model = three_conv_model()
+    many = predict_scenes(
+        specs,
+        model,
+        tmp_path / "many",
+        options=opts(overlap=12, block_size=40, workers=4, probabilities=True),
+    )
+    for spec, rep in zip(specs, many, strict=True):
+        assert rep.blocks >= 20
+        (one,) = predict_scenes(
+            [spec], model, tmp_path / "one", options=opts(overlap=12, block_size=100000)
+        )
+        assert np.array_equal(read(rep.classes), read(one.classes))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "many").iterdir())
+
+
 # -- georeferencing, nodata, edge cases -------------------------------------------------------
 
 

@@ -187,6 +187,40 @@ def test_derived_ndsm_is_height_above_ground_and_window_independent(tmp_path: Pa
     np.testing.assert_allclose(part, full[90:218, 130:258], atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (13, 17)])
+@pytest.mark.parametrize("factor", [1, 3, 20])
+def test_ground_sampling_equals_scipy_bilinear(shape: tuple[int, int], factor: int) -> None:
+    from scipy.ndimage import map_coordinates
+
+    from geoseg.scene import _Ground
+
+    grid = (100.0 + np.random.default_rng(3).normal(size=shape)).astype(np.float32)
+    g = _Ground(factor, grid)
+    for win in (Window(0, 0, 50, 30), Window(-10, -7, 64, 33), Window(900, 900, 9, 5)):
+        h, w = int(win.height), int(win.width)
+        rows = (np.arange(h) + int(win.row_off) + 0.5) / factor - 0.5
+        cols = (np.arange(w) + int(win.col_off) + 0.5) / factor - 0.5
+        rr, cc = np.meshgrid(rows, cols, indexing="ij")
+        want = map_coordinates(grid, [rr, cc], order=1, mode="nearest", prefilter=False)
+        got = g.sample(win)
+        assert got.dtype == np.float32 and got.shape == (h, w)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_infinite_image_values_are_invalid(tmp_path: Path) -> None:
+    img = np.full((3, 6, 6), 0.5, np.float32)
+    img[1, 2, 3] = np.inf
+    img[0, 4, 4] = -np.inf
+    img[2, 1, 1] = np.nan
+    ip = write_raster(tmp_path / "img.tif", img)
+    with SceneSpec("s", ip).open() as sc:
+        blk = sc.read(Window(0, 0, 6, 6))
+    bad = np.zeros((6, 6), bool)
+    bad[2, 3] = bad[4, 4] = bad[1, 1] = True
+    np.testing.assert_array_equal(blk.valid, ~bad)
+    assert np.isfinite(blk.data).all() and (blk.data[:, bad] == 0).all()
+
+
 def test_labels_colour_decoding_and_unknown_colours(image: Path, tmp_path: Path) -> None:
     idx = np.random.default_rng(1).integers(0, 6, (H, W)).astype(np.uint8)
     rgb = POTSDAM.encode(idx)
