@@ -102,6 +102,7 @@ TTA = Literal["none", "flip", "d4"]
 WORK_VERSION = 1
 GSD_TOLERANCE = 0.25
 _DRIVER_THREADS = 4  # driver threads that persist block results and complete seams
+_DEPTH = 2  # batches the model thread keeps in flight (copy of one overlaps compute of another)
 _ROWS_AHEAD = 2  # tile rows a block task keeps queued at the model runner
 _LINGER_S = 0.005  # how long the runner waits to fill a batch before running it padded
 GDAL_CACHE_MB = 128
@@ -400,6 +401,11 @@ class _Runner:
     all pending requests into batches of exactly ``batch_size`` (padding the last one when
     nothing else arrives within a few milliseconds) and returns quantised probabilities
     (``rint(p * 65535)`` as uint16, see :mod:`geoseg.blend`).
+
+    The thread keeps :data:`_DEPTH` batches in flight: on CUDA, batch ``k + 1`` is copied
+    into its pinned buffer and sent while the GPU still computes batch ``k``, and results
+    come back by non-blocking copies into pinned buffers, synchronised by an event. On the
+    CPU every step is synchronous and the same loop simply runs batch after batch.
     """
 
     def __init__(
@@ -422,7 +428,9 @@ class _Runner:
         self.batches = 0
         self.tiles = 0
         self._queue: queue.Queue[_Request | None] = queue.Queue()
-        self._buffer: torch.Tensor | None = None
+        self._inputs: list[torch.Tensor] = []  # one (pinned) input buffer per slot
+        self._outputs: list[torch.Tensor] = []  # one (pinned) output buffer per slot (CUDA)
+        self._slot = 0
         self._thread = threading.Thread(target=self._loop, name="geoseg-model", daemon=True)
         self._thread.start()
 
@@ -438,10 +446,15 @@ class _Runner:
 
     def _loop(self) -> None:
         pending: deque[_Request] = deque()
+        flight: deque[tuple[list[tuple[_Request, int, int]], _Batch]] = deque()
         closing = False
         while True:
             avail = sum(r.tiles.shape[0] - r.taken for r in pending)
             if avail < self.batch_size and not closing:
+                if avail == 0 and flight:
+                    # Nothing to add: deliver what is computed (its tasks may be waiting).
+                    self._deliver(pending, *flight.popleft())
+                    continue
                 try:
                     item = self._queue.get(timeout=None if avail == 0 else _LINGER_S)
                 except queue.Empty:
@@ -451,7 +464,10 @@ class _Runner:
                 elif item is not _LINGER:
                     pending.append(item)
                     continue
-            if not pending:
+            if avail == 0:
+                if flight:
+                    self._deliver(pending, *flight.popleft())
+                    continue
                 if closing:
                     return
                 continue
@@ -466,36 +482,66 @@ class _Runner:
                 if need == 0:
                     break
             try:
-                out = self._forward([r.tiles[a:b] for r, a, b in parts])
+                batch = self._launch([r.tiles[a:b] for r, a, b in parts])
             except BaseException as exc:
-                # Not swallowed: handed to the waiting block tasks, which re-raise it.
-                for r in {id(r): r for r, _, _ in parts}.values():
-                    r.future.set_exception(exc)
-                    pending.remove(r)
+                self._fail(pending, parts, exc)
                 continue
-            off = 0
-            for r, a, b in parts:
-                if r.out is None:
-                    r.out = np.empty(
-                        (r.tiles.shape[0], self.num_classes, *r.tiles.shape[2:]), dtype=np.uint16
-                    )
-                r.out[a:b] = out[off : off + (b - a)]
-                off += b - a
-                r.done += b - a
-                if r.done == r.tiles.shape[0]:
-                    r.future.set_result(r.out)
-                    pending.remove(r)
+            flight.append((parts, batch))
+            if len(flight) >= _DEPTH:
+                self._deliver(pending, *flight.popleft())
 
-    def _forward(self, arrays: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.uint16]:
+    def _deliver(
+        self, pending: deque[_Request], parts: list[tuple[_Request, int, int]], batch: _Batch
+    ) -> None:
+        """Wait for a launched batch and hand each request its share."""
+        try:
+            out = self._collect(batch)
+        except BaseException as exc:
+            self._fail(pending, parts, exc)
+            return
+        off = 0
+        for r, a, b in parts:
+            n = b - a
+            if r.future.done():  # an earlier batch of this request failed
+                off += n
+                continue
+            if r.out is None:
+                r.out = np.empty(
+                    (r.tiles.shape[0], self.num_classes, *r.tiles.shape[2:]), dtype=np.uint16
+                )
+            r.out[a:b] = out[off : off + n]
+            off += n
+            r.done += n
+            if r.done == r.tiles.shape[0]:
+                r.future.set_result(r.out)
+                pending.remove(r)
+
+    @staticmethod
+    def _fail(
+        pending: deque[_Request], parts: list[tuple[_Request, int, int]], exc: BaseException
+    ) -> None:
+        # Not swallowed: handed to the waiting block tasks, which re-raise it.
+        for r in {id(r): r for r, _, _ in parts}.values():
+            if not r.future.done():
+                r.future.set_exception(exc)
+            if r in pending:
+                pending.remove(r)
+
+    def _launch(self, arrays: list[npt.NDArray[np.float32]]) -> _Batch:
+        """Start one batch: fill a (pinned) buffer, send it, run the model, queue the result."""
         import torch
 
         t0 = time.perf_counter()
         n = sum(a.shape[0] for a in arrays)
         shape = (self.batch_size, *arrays[0].shape[1:])
-        buf = self._buffer
-        if buf is None or tuple(buf.shape) != shape:
-            buf = torch.empty(shape, dtype=torch.float32, pin_memory=self.cuda)
-            self._buffer = buf
+        slot = self._slot
+        self._slot = (slot + 1) % _DEPTH
+        if len(self._inputs) < _DEPTH or tuple(self._inputs[slot].shape) != shape:
+            self._inputs = [
+                torch.empty(shape, dtype=torch.float32, pin_memory=self.cuda) for _ in range(_DEPTH)
+            ]
+            self._outputs = []
+        buf = self._inputs[slot]
         off = 0
         for a in arrays:
             buf[off : off + a.shape[0]].copy_(torch.from_numpy(a))
@@ -513,11 +559,31 @@ class _Runner:
             ):
                 probs = self._probs(x)
             # rint(p * 65535) as in geoseg.blend.quantize_probs (round half to even).
-            q = probs[:n].mul(65535.0).round_().clamp_(0.0, 65535.0).to(torch.uint16)
-            out = q.cpu().numpy()
+            q = probs.mul(65535.0).round_().clamp_(0.0, 65535.0).to(torch.uint16)
+            event = None
+            if self.cuda:
+                if len(self._outputs) < _DEPTH or self._outputs[slot].shape != q.shape:
+                    self._outputs = [
+                        torch.empty(q.shape, dtype=torch.uint16, pin_memory=True)
+                        for _ in range(_DEPTH)
+                    ]
+                host = self._outputs[slot].copy_(q, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+            else:
+                host = q
+        self.seconds += time.perf_counter() - t0
+        return _Batch(host=host, n=n, event=event)
+
+    def _collect(self, batch: _Batch) -> npt.NDArray[np.uint16]:
+        """The batch's quantised probabilities (n, C, T, T), once the device is done."""
+        t0 = time.perf_counter()
+        if batch.event is not None:
+            batch.event.synchronize()
+        out: npt.NDArray[np.uint16] = batch.host[: batch.n].numpy()
         self.seconds += time.perf_counter() - t0
         self.batches += 1
-        self.tiles += n
+        self.tiles += batch.n
         return out
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -541,6 +607,15 @@ class _Runner:
                 "tiles; it must keep the input size"
             )
         return total / len(views)
+
+
+@dataclass
+class _Batch:
+    """A launched batch: its host result buffer, valid tiles and completion event (CUDA)."""
+
+    host: torch.Tensor
+    n: int
+    event: Any = None
 
 
 _LINGER = _Request(tiles=np.zeros((0, 0, 0, 0), np.float32), future=Future())

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -448,6 +450,110 @@ def test_real_landsat_collar_is_nodata_and_classes_elsewhere(tmp_path: Path) -> 
     assert np.array_equal(cls == IGNORE, ~mask)  # nodata exactly on the collar
     assert set(np.unique(cls[mask])) == {0, 1, 2}
     assert (cls[mask] == labels[mask]).mean() > 0.9
+
+
+# -- the model runner ------------------------------------------------------------------------------
+
+
+class Recording(nn.Module):
+    """Per-pixel logits from the bands (exact in any batch), recording each batch's size."""
+
+    def __init__(self, fail_on_call: int | None = None, gate: Any = None) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self.fail_on_call = fail_on_call
+        self.gate = gate  # the first call waits for it: requests queue up meanwhile
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(int(x.shape[0]))
+        if self.gate is not None:
+            assert self.gate.wait(timeout=30)
+        if self.fail_on_call is not None and len(self.sizes) == self.fail_on_call:
+            raise RuntimeError("boom in the model")
+        return torch.cat([x[:, :1], -x[:, :1], x[:, 1:2] * 0.5], dim=1)
+
+
+def recording_model(module: nn.Module) -> PredictModel:
+    three = ClassSchema("three", ("a", "b", "c"), ((0, 0, 0), (9, 9, 9), (99, 99, 99)))
+    return PredictModel(
+        module=module, bands=RGB, mean=(0.0,) * 3, std=(1.0,) * 3, schema=three,
+        tile_size=8, gsd=0.05, name="recording",
+    )  # fmt: skip
+
+
+def test_runner_serves_concurrent_requests_in_full_batches_with_exact_results() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.blend import quantize_probs
+    from geoseg.predict import _Runner
+
+    module = Recording()
+    runner = _Runner(
+        recording_model(module), device="cpu", precision="fp32", batch_size=4, tta="none"
+    )
+    rng = np.random.default_rng(0)
+    requests = [rng.normal(size=(n, 3, 8, 8)).astype(np.float32) for n in (1, 7, 3, 4, 2, 9)]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda t: runner.submit(t).result(timeout=30), requests))
+    finally:
+        runner.close()
+    assert set(module.sizes) == {4}, "every model call takes exactly one full batch"
+    assert len(module.sizes) >= -(-sum(len(r) for r in requests) // 4)
+    for tiles, got in zip(requests, results, strict=True):
+        x = torch.from_numpy(tiles)
+        logits = torch.cat([x[:, :1], -x[:, :1], x[:, 1:2] * 0.5], dim=1)
+        want = quantize_probs(torch.softmax(logits, dim=1).numpy())
+        assert got.dtype == np.uint16 and got.shape == (len(tiles), 3, 8, 8)
+        assert np.abs(got.astype(np.int32) - want).max() <= 1
+
+
+def test_runner_hands_a_model_error_to_every_waiting_request() -> None:
+    from geoseg.predict import _Runner
+
+    gate = threading.Event()
+    runner = _Runner(
+        recording_model(Recording(fail_on_call=2, gate=gate)),
+        device="cpu",
+        precision="fp32",
+        batch_size=2,
+        tta="none",
+    )
+    tiles = np.zeros((3, 3, 8, 8), np.float32)
+    try:
+        futures = [runner.submit(tiles) for _ in range(3)]
+        gate.set()
+        outcomes = []
+        for f in futures:
+            try:
+                f.result(timeout=30)
+                outcomes.append("ok")
+            except RuntimeError as exc:
+                assert "boom in the model" in str(exc)
+                outcomes.append("failed")
+    finally:
+        runner.close()
+    # Batch 2 holds the last tile of request 1 and the first of request 2: both fail, and
+    # request 3 is still served.
+    assert outcomes == ["failed", "failed", "ok"]
+
+
+def test_bf16_precision_on_the_cpu_predicts_like_fp32(tmp_path: Path) -> None:
+    spec = random_scene(tmp_path, 120, 150, seed=4)
+    model = three_conv_model()
+    reps = {
+        p: predict_scenes(
+            [spec], model, tmp_path / p, options=opts(precision=p, probabilities=True)
+        )[0]
+        for p in ("fp32", "bf16")
+    }
+    side = json.loads(reps["bf16"].sidecar.read_text())
+    assert side["options"]["precision"] == "bf16"
+    probs = {p: read(r.probabilities).astype(np.int32) for p, r in reps.items()}  # type: ignore[arg-type]
+    diff = np.abs(probs["bf16"] - probs["fp32"])
+    assert 0 < diff.max() <= 8, "bf16 really ran, and stays within 3 % of fp32"
+    agree = read(reps["bf16"].classes) == read(reps["fp32"].classes)
+    assert agree.mean() > 0.95
 
 
 # -- resume after SIGKILL -------------------------------------------------------------------------
