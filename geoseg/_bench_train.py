@@ -129,6 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--class-weights", default="none", choices=["none", "median_frequency"])
     p.add_argument("--epochs", type=int, default=None, help="Default: as many as fit.")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda", "auto"],
+        help="Training and test device (give --epochs off the CPU: the budget planning "
+        "times steps on the CPU).",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -192,28 +199,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=a.seed,
         chip_size=a.crop,
         downsample=a.downsample,
-        device="cpu",
+        device=a.device,
         workers=a.workers,
         cache=True,
     )
-    sec_chip, eval_chip, save_s = _timings(config, len(meta["bands"]), crop, model_chip, work)
-    first_epoch_io = 0.25 * (n_train + n_val)  # reading + downsampling before the cache
-    left = budget - (time.perf_counter() - t_start)
-    reserve = eval_chip * len(test_index) * 1.5 + first_epoch_io + 20.0
-    per_epoch = sec_chip * n_train + eval_chip * n_val + save_s
-    epochs = a.epochs or max(1, math.floor(a.safety * (left - reserve) / per_epoch))
-    logger.info(
-        "%.2f s per training chip (%d px crops), %.2f s per validation chip; %d train chips, "
-        "%d val chips, %d test chips: %d epochs of ~%.0f s fit in the %.0f s left",
-        sec_chip, crop, eval_chip, n_train, n_val, len(test_index), epochs, per_epoch, left,
-    )  # fmt: skip
+    if a.epochs:
+        epochs = a.epochs
+    else:
+        sec_chip, eval_chip, save_s = _timings(config, len(meta["bands"]), crop, model_chip, work)
+        first_epoch_io = 0.25 * (n_train + n_val)  # reading + downsampling before the cache
+        left = budget - (time.perf_counter() - t_start)
+        reserve = eval_chip * len(test_index) * 1.5 + first_epoch_io + 20.0
+        per_epoch = sec_chip * n_train + eval_chip * n_val + save_s
+        epochs = max(1, math.floor(a.safety * (left - reserve) / per_epoch))
+        logger.info(
+            "%.2f s per training chip (%d px crops), %.2f s per validation chip; %d train "
+            "chips, %d val chips, %d test chips: %d epochs of ~%.0f s fit in the %.0f s left",
+            sec_chip, crop, eval_chip, n_train, n_val, len(test_index), epochs, per_epoch, left,
+        )  # fmt: skip
     config = TrainConfig(**{**asdict(config), "epochs": epochs})
 
     t_train0 = time.perf_counter()
     report = train(train_store, work / "model.pt", config=config, overwrite=True)
     t_train = time.perf_counter() - t_train0
     t_eval0 = time.perf_counter()
-    metrics = evaluate_chips(report.checkpoint, test_store, batch_size=a.batch_size, device="cpu")
+    metrics = evaluate_chips(
+        report.checkpoint,
+        test_store,
+        batch_size=a.batch_size,
+        device=report.device,  # type: ignore[arg-type]
+    )
     t_eval = time.perf_counter() - t_eval0
     total = time.perf_counter() - t_start
     no_clutter = type(metrics).from_confusion(
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train": round(t_train, 1),
             "test_eval": round(t_eval, 1),
         },
+        "device": report.device,
         "threads": torch.get_num_threads(),
         "load_average_start_end": [load_start, list(os.getloadavg())],
         "cpu_count": os.cpu_count(),

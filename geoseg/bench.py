@@ -1,4 +1,4 @@
-"""Benchmarks of whole-scene prediction: throughput of each stage, and peak memory.
+"""Benchmarks of prediction and training: throughput of each stage, and peak memory.
 
 :func:`bench_predict` synthesises (and caches) a Potsdam-like scene, saves an untrained
 checkpoint of the requested architecture, and measures
@@ -18,9 +18,15 @@ pipeline gets to its slowest stage) and the peak memory (RSS, and CUDA max alloc
 process's peak RSS, so that scene sizes can be compared (the memory bound says a 24000 px
 scene must stay within 1.3 x of a 6000 px one).
 
-The synthetic scene is a fast procedural generator (blocks of "buildings", roads, noisy
-vegetation, a DSM), written strip by strip in bounded memory, not :mod:`geoseg.synth`,
-whose full-resolution polygon rendering is too slow at these sizes. ``tiny`` is a
+:func:`bench_train` does the same for training, in chips per second: (a) training steps
+(forward, backward, optimiser) on a device-resident batch, (b) the training DataLoader alone,
+(c) real epochs of :func:`geoseg.train.train`, with the share of step time spent waiting for
+data.
+
+The synthetic scene of the prediction benchmarks is a fast procedural generator (blocks of
+"buildings", roads, noisy vegetation, a DSM), written strip by strip in bounded memory, not
+:mod:`geoseg.synth`, whose full-resolution polygon rendering is too slow at these sizes
+(the training benchmark, on small scenes, uses :mod:`geoseg.synth`). ``tiny`` is a
 1x1-convolution model for I/O and memory measurements.
 """
 
@@ -58,8 +64,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BenchReport",
     "MemoryReport",
+    "TrainBenchReport",
     "bench_predict",
     "bench_scene",
+    "bench_train",
     "measure_predict_memory",
     "tiny_model",
 ]
@@ -600,3 +608,278 @@ def _memory_child(args: dict[str, object]) -> None:
     r = reports[0]
     summary = {"blocks": r.blocks, "tiles": r.tiles, "peak_rss_mb": _peak_rss_mb()}
     (out / "memory.json").write_text(json.dumps(summary))
+
+
+# -- training throughput ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainBenchReport:
+    """Throughput of each stage of training (chips per second).
+
+    Attributes:
+        model: Architecture.
+        device: Device used.
+        precision: ``bf16`` (autocast, CUDA) or ``fp32``.
+        batch_size: Chips per step.
+        chip_size: Chip edge (pixels).
+        chips: Chips in the synthetic store (one epoch).
+        workers: DataLoader worker processes.
+        model_chips_s: (a) training steps (forward, backward, optimiser) on a batch already
+            on the device.
+        loader_chips_s: (b) the training DataLoader alone (reads, crops, D4 augmentation,
+            normalisation, collation, pinning on CUDA), warm workers.
+        e2e_chips_s: (c) :func:`geoseg.train.train`, its last epoch.
+        epoch_seconds: Duration of that epoch.
+        data_wait_fraction: Share of that epoch's step time spent waiting for a batch.
+        ratio: ``e2e / min(model, loader)``.
+        peak_rss_mb: Peak resident memory of this process (MiB).
+        cuda_max_allocated_mb: Peak CUDA memory allocated by torch (MiB), None on the CPU.
+        seconds: Wall time of each measurement.
+    """
+
+    model: str
+    device: str
+    precision: str
+    batch_size: int
+    chip_size: int
+    chips: int
+    workers: int
+    model_chips_s: float
+    loader_chips_s: float
+    e2e_chips_s: float
+    epoch_seconds: float
+    data_wait_fraction: float
+    ratio: float
+    peak_rss_mb: float
+    cuda_max_allocated_mb: float | None
+    seconds: dict[str, float]
+
+    def summary(self) -> list[str]:
+        """Human-readable lines (the CLI prints them)."""
+        cuda = (
+            f", CUDA max allocated {self.cuda_max_allocated_mb:.0f} MiB"
+            if self.cuda_max_allocated_mb is not None
+            else ""
+        )
+        return [
+            f"{self.model} on {self.device} ({self.precision}), batch {self.batch_size}, "
+            f"{self.chip_size} px chips, {self.chips} chips per epoch, {self.workers} loader "
+            "worker(s)",
+            f"(a) training steps : {self.model_chips_s:9.2f} chips/s",
+            f"(b) data loader    : {self.loader_chips_s:9.2f} chips/s",
+            f"(c) train epoch    : {self.e2e_chips_s:9.2f} chips/s "
+            f"({self.epoch_seconds:.1f} s per epoch, "
+            f"{100 * self.data_wait_fraction:.1f} % of step time waiting for data)",
+            f"e2e / min(a, b) = {self.ratio:.2f}",
+            f"peak RSS {self.peak_rss_mb:.0f} MiB{cuda}",
+        ]
+
+
+def bench_train(
+    *,
+    model: str = "fcn_resnet50",
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    batch_size: int | None = None,
+    chip_size: int = 512,
+    scenes: int = 4,
+    scene_size: int = 2048,
+    workers: int = 2,
+    epochs: int = 2,
+    cache: str | os.PathLike[str] | None = None,
+    min_model_seconds: float = 3.0,
+) -> TrainBenchReport:
+    """Benchmark training steps, the data loader and real epochs on synthetic chips.
+
+    Synthesises (and caches) ``scenes`` Potsdam-like scenes (:mod:`geoseg.synth`), tiles them
+    into ``chip_size`` chips without overlap, then measures (a) training steps on a
+    device-resident batch, (b) the training DataLoader alone and (c) ``epochs`` epochs of
+    :func:`geoseg.train.train` without validation, reporting the last (warm) epoch.
+
+    Args:
+        model: A registered architecture (:mod:`geoseg.models`).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: Chips per step (None: 16 on CUDA, 4 on the CPU).
+        chip_size: Chip edge in pixels (5 cm).
+        scenes: Synthetic scenes in the store.
+        scene_size: Their edge in pixels.
+        workers: DataLoader worker processes.
+        epochs: Epochs of the end-to-end run (>= 2 so that the last one is warm).
+        cache: Folder for the scenes and chips (default: a temporary folder removed
+            afterwards).
+        min_model_seconds: Minimum duration of the training-step measurement.
+
+    Raises:
+        InputError: Unknown model, no CUDA device for ``cuda``, or sizes that give no chip.
+    """
+    import torch
+
+    from geoseg.train import TrainConfig, _resolve_device, train
+
+    dev = _resolve_device(device)
+    bs = batch_size or (16 if dev.type == "cuda" else 4)
+    if chip_size > scene_size:
+        raise InputError(f"chip_size={chip_size} exceeds scene_size={scene_size}")
+    own_cache = cache is None
+    root = Path(tempfile.mkdtemp(prefix="geoseg-bench-")) if cache is None else Path(cache)
+    root.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        store = _bench_store(root, scenes=scenes, scene_size=scene_size, chip=chip_size)
+        seconds["setup"] = time.perf_counter() - t0
+        chips = _store_chips(store)
+        model_chips_s, seconds["model"] = _train_step_throughput(
+            model, dev, batch_size=bs, chip=chip_size, min_seconds=min_model_seconds
+        )
+        loader_chips_s, seconds["loader"] = _loader_throughput(
+            chips, batch_size=bs, workers=workers, cuda=dev.type == "cuda"
+        )
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        out = Path(tempfile.mkdtemp(prefix="train-", dir=root))
+        try:
+            t0 = time.perf_counter()
+            report = train(
+                store,
+                out / "model.pt",
+                config=TrainConfig(
+                    model=model,
+                    epochs=max(2, epochs),
+                    batch_size=bs,
+                    val_fraction=0.0,
+                    device=dev.type,  # type: ignore[arg-type]
+                    workers=workers,
+                ),
+            )
+            seconds["e2e"] = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        last = report.history[-1]
+        e2e = float(last["chips_per_s"])
+        cuda_mb = None
+        if dev.type == "cuda":
+            cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+        return TrainBenchReport(
+            model=model,
+            device=dev.type,
+            precision="bf16" if dev.type == "cuda" else "fp32",
+            batch_size=bs,
+            chip_size=chip_size,
+            chips=len(chips),
+            workers=workers,
+            model_chips_s=model_chips_s,
+            loader_chips_s=loader_chips_s,
+            e2e_chips_s=e2e,
+            epoch_seconds=float(last["train_seconds"]),
+            data_wait_fraction=float(last["data_wait_fraction"]),
+            ratio=e2e / min(model_chips_s, loader_chips_s),
+            peak_rss_mb=_peak_rss_mb(),
+            cuda_max_allocated_mb=cuda_mb,
+            seconds={k: round(v, 3) for k, v in seconds.items()},
+        )
+    finally:
+        if own_cache:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _bench_store(root: Path, *, scenes: int, scene_size: int, chip: int) -> Path:
+    """A labelled tile store of synthetic scenes (cached by its parameters)."""
+    from geoseg.scene import potsdam_scene
+    from geoseg.synth import synthesize
+    from geoseg.tiles import TileOptions, tile_scenes
+
+    store = root / f"train_tiles_{scenes}x{scene_size}_{chip}"
+    if (store / "tiles.json").exists():
+        return store
+    synth = synthesize(
+        root / f"train_scenes_{scenes}x{scene_size}", scenes=scenes, size=scene_size, seed=0,
+        overwrite=True,
+    )  # fmt: skip
+    tile_scenes(
+        [potsdam_scene(synth.root, sid) for sid in synth.scene_ids],
+        store,
+        options=TileOptions(size=chip, overlap=0, min_valid=0.5),
+        workers=2,
+        overwrite=True,
+    )
+    return store
+
+
+def _store_chips(store: Path) -> list[Path]:
+    from geoseg.tiles import read_store
+
+    _, index = read_store(store)
+    if index.empty:
+        raise InputError(f"{store}: the synthetic store has no chip; use a larger scene size")
+    return [store / p for p in sorted(index["path"])]
+
+
+def _train_step_throughput(
+    name: str, dev: torch.device, *, batch_size: int, chip: int, min_seconds: float
+) -> tuple[float, float]:
+    """(a): chips/s of full training steps on a batch that is already on the device."""
+    import torch
+
+    from geoseg.losses import build_loss
+    from geoseg.models import build_model, model_spec
+    from geoseg.train import _autocast
+
+    spec = model_spec(name, in_channels=len(BENCH_BANDS), num_classes=POTSDAM.num_classes)
+    torch.manual_seed(0)
+    net = build_model(spec["name"], **spec["args"]).to(dev)
+    x = torch.randn(batch_size, len(BENCH_BANDS), chip, chip, device=dev)
+    y = torch.randint(0, POTSDAM.num_classes, (batch_size, chip, chip), device=dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        x = x.contiguous(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    loss_fn = build_loss("ce+dice", num_classes=POTSDAM.num_classes).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    net.train()
+
+    def step() -> None:
+        with _autocast(dev):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()  # synchronises, as the training loop does
+
+    step()
+    step()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        if time.perf_counter() - t0 >= min_seconds and n >= 3:
+            break
+    dt = time.perf_counter() - t0
+    return n * batch_size / dt, dt
+
+
+def _loader_throughput(
+    chips: list[Path], *, batch_size: int, workers: int, cuda: bool
+) -> tuple[float, float]:
+    """(b): chips/s of the training DataLoader (second pass: its workers are warm)."""
+    from geoseg.data import ChipDataset, SeededSampler
+    from geoseg.train import _loader
+
+    ds = ChipDataset(chips, num_classes=POTSDAM.num_classes, augment=True)
+    ds.set_normalisation((100.0,) * len(BENCH_BANDS), (50.0,) * len(BENCH_BANDS))
+    loader = _loader(
+        ds,
+        SeededSampler(len(ds), seed=0, shuffle=True),
+        batch_size=batch_size,
+        workers=workers,
+        cuda=cuda,
+        seed=0,
+    )
+    for _ in loader:  # start the workers, fill the page cache
+        pass
+    n, t0 = 0, time.perf_counter()
+    for x, _y in loader:
+        n += int(x.shape[0])
+    dt = time.perf_counter() - t0
+    return n / dt, dt

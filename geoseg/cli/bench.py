@@ -13,13 +13,14 @@ from geoseg.cli.options import (
 )
 
 
-@click.group(short_help="Benchmarks (prediction throughput, memory).")
+@click.group(short_help="Benchmarks (prediction and training throughput, memory).")
 def bench() -> None:
-    """Measure how fast and how lean prediction is on synthetic scenes.
+    """Measure how fast and how lean prediction and training are on synthetic data.
 
     \b
     $ geoseg bench predict --size 12000 --model fcn_resnet50 --device cuda --cache ~/.bench
     $ geoseg bench memory --size 6000 --size 24000 --cache ~/.bench
+    $ geoseg bench train --model fcn_resnet50 --device cuda --cache ~/.bench
     """
 
 
@@ -140,3 +141,88 @@ def bench_memory_cmd(sizes: tuple[int, ...], block_size: int, cache: str, worker
             f"{s}x{s} px: peak RSS {r.peak_rss_mb:.0f} MiB ({r.peak_rss_mb / first:.2f}x the "
             f"first), {r.blocks} blocks, {r.tiles} tiles, {r.seconds:.0f}s"
         )
+
+
+@bench.command("train", short_help="Training step, data loader and epoch throughput.")
+@click.option("--model", default="fcn_resnet50", show_default=True, help="Registered architecture.")
+@device_opt
+@click.option(
+    "--batch-size",
+    type=PositiveInt(1),
+    default=None,
+    show_default="16 on cuda, 4 on cpu",
+    help="Chips per step.",
+)
+@click.option(
+    "--chip-size", type=PositiveInt(32), default=512, show_default=True, help="Chip edge (px)."
+)
+@click.option(
+    "--scenes", type=PositiveInt(1), default=4, show_default=True, help="Synthetic scenes."
+)
+@click.option(
+    "--scene-size",
+    type=PositiveInt(64),
+    default=2048,
+    show_default=True,
+    help="Synthetic scene edge (px).",
+)
+@click.option(
+    "--epochs", type=PositiveInt(2), default=2, show_default=True, help="Epochs of run (c)."
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the synthetic scenes and chips here (default: a temporary folder).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.0),
+    default=3.0,
+    show_default=True,
+    help="Minimum duration of the training-step measurement.",
+)
+@workers_opt
+def bench_train_cmd(
+    model: str,
+    device: str,
+    batch_size: int | None,
+    chip_size: int,
+    scenes: int,
+    scene_size: int,
+    epochs: int,
+    cache: str | None,
+    seconds: float,
+    workers: int,
+) -> None:
+    """Measure training throughput on synthetic chips, and how long steps wait for data.
+
+    (a) training steps on a batch already on the device, (b) the training data loader
+    alone (DataLoader workers = --workers), (c) real epochs of `geoseg train` (the last one
+    is reported, with the share of step time spent waiting for a batch); all in chips/s,
+    and the ratio (c) / min(a, b).
+
+    \b
+    $ geoseg bench train --model fcn_resnet50 --device cuda --batch-size 16 --workers 8
+    $ geoseg bench train --model fcn_resnet18 --device cpu --chip-size 256 --scene-size 1024
+    """
+    from geoseg.bench import bench_train
+
+    if chip_size > scene_size:
+        raise click.BadParameter(
+            f"{chip_size} exceeds --scene-size ({scene_size})", param_hint="--chip-size"
+        )
+    report = bench_train(
+        model=model,
+        device=device,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        chip_size=chip_size,
+        scenes=scenes,
+        scene_size=scene_size,
+        workers=workers,
+        epochs=epochs,
+        cache=cache,
+        min_model_seconds=seconds,
+    )
+    for line in report.summary():
+        click.echo(line)
