@@ -16,12 +16,14 @@ How a scene is predicted:
 3. **Model runner**: ONE per worker process and model hash (a per-process cache), on its
    device, fed by a queue that every task of the process shares, so the model always takes
    full batches (the last one is padded to the same shape: a tile's output never depends on
-   its batch). On CUDA: pinned host memory, ``non_blocking`` copies, bf16 autocast and
-   ``channels_last``.
+   its batch). On CUDA: two batches in flight (the next is copied into its pinned buffer
+   while the GPU computes the current one), ``non_blocking`` copies both ways (an event
+   marks a batch's results as ready), bf16 autocast and ``channels_last``.
 4. **Driver**: receives block results as they complete (a bounded number in flight),
    persists them in a work folder ``OUTDIR/.{scene}.partial/`` (keyed by the options, the
-   model hash and the input files), completes the seams between blocks from the spilled
-   sums, and, once every block is done, streams the blocks into Cloud-Optimized GeoTIFFs
+   model hash and the input files) and completes the seams between blocks from the spilled
+   sums, in a few threads so that it keeps up with many workers; once every block is done,
+   it streams the blocks into Cloud-Optimized GeoTIFFs
    (:mod:`geoseg.writers`) that are renamed into place only when complete. A run that was
    killed resumes: finished blocks are not recomputed and the result is byte-identical.
 

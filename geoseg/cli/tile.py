@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 @overlap_opt
 @min_valid_opt
 @bands_opt
+@click.option(
+    "--compress",
+    type=click.Choice(["deflate", "zstd", "lzw", "none"]),
+    default="deflate",
+    show_default=True,
+    help="Chip compression; none reads about 2x faster (for a GPU whose loader lags) but "
+    "takes about 4x the disk.",
+)
 @workers_opt
 @overwrite_opt
 def tile(
@@ -43,6 +51,7 @@ def tile(
     overlap: int,
     min_valid: float,
     bands: tuple[str, ...] | None,
+    compress: str,
     workers: int,
     overwrite: bool,
 ) -> None:
@@ -62,7 +71,9 @@ def tile(
 
     from geoseg.tiles import TileOptions, tile_scenes
 
-    opts = TileOptions(size=size, overlap=overlap, min_valid=min_valid, bands=bands)
+    opts = TileOptions(
+        size=size, overlap=overlap, min_valid=min_valid, bands=bands, compress=compress
+    )
     with tqdm(desc="chips", unit="chip", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:

@@ -74,6 +74,32 @@ def test_tile_writes_store(scene: dict[str, Path], tmp_path: Path) -> None:
     assert code == 0 and "4 already complete" in text
 
 
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_chip_compression_option(scene: dict[str, Path], tmp_path: Path, compress: str) -> None:
+    import rasterio
+
+    from geoseg.data import read_labelled_chip
+
+    files = ["--image", str(scene["image"]), "--dsm", str(scene["dsm"])]
+    files += ["--labels", str(scene["labels"]), "--size", "64", "--overlap", "8"]
+    code, text = run("tile", *files, "-o", str(tmp_path / "c"), "--compress", compress)
+    assert code == 0, text
+    code, text = run("tile", *files, "-o", str(tmp_path / "d"))
+    assert code == 0, text
+    for a, b in zip(
+        sorted((tmp_path / "c").rglob("*.tif")),
+        sorted((tmp_path / "d").rglob("*.tif")),
+        strict=True,
+    ):
+        with rasterio.open(a) as ds:
+            assert (ds.profile.get("compress") or "none").lower() == compress
+        for x, y in zip(read_labelled_chip(a), read_labelled_chip(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Resuming a store with another compression is refused, not mixed.
+    code, text = run("tile", *files, "-o", str(tmp_path / "c"))
+    assert_one_line_error(code, text, "other options")
+
+
 def test_not_a_raster(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tif"
     junk.write_text("hello")
