@@ -11,8 +11,9 @@ DataLoader workers receive chip *paths* and open the files themselves; nothing h
 open file crosses a process boundary.
 
 Augmentation is the dihedral group D4 (the 4 rotations by 90° and their mirror images),
-done with exact index permutations (:func:`torch.rot90`, :func:`torch.flip`) on the image and
-the mask together: no interpolation, the mask keeps its integer classes and its 255s.
+done with exact index permutations (:func:`numpy.rot90`, :func:`numpy.flip` views, the same
+elements as :func:`dihedral` on tensors) on the image and the mask together: no
+interpolation, the mask keeps its integer classes and its 255s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +42,7 @@ __all__ = [
     "band_stats",
     "chip_gsd",
     "dihedral",
+    "dihedral_view",
     "downsample_labels",
     "downsample_mean",
     "read_labelled_chip",
@@ -135,6 +138,14 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
         raise InputError(f"k={k}: a D4 element is 0..7")
     y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def dihedral_view(a: npt.NDArray[Any], k: int) -> npt.NDArray[Any]:
+    """:func:`dihedral` on a numpy array, as a view (no copy) of its last two dimensions."""
+    if not 0 <= k < 8:
+        raise InputError(f"k={k}: a D4 element is 0..7")
+    v = np.rot90(a, k % 4, axes=(-2, -1)) if k % 4 else a
+    return np.flip(v, axis=-1) if k >= 4 else v
 
 
 def _pad_to(a: npt.NDArray, factor: int, fill: float | int) -> npt.NDArray:
@@ -301,8 +312,9 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Labelled chips of a tile store as ``(image, mask)`` tensors.
 
     ``image`` is float32 ``(C, H, W)``, normalised per band with ``mean``/``std``, 0 on
-    invalid pixels; ``mask`` is int64 ``(H, W)`` class indices with 255 wherever the label is
-    unknown or the chip's dataset mask is invalid, so the loss ignores those pixels.
+    invalid pixels; ``mask`` is uint8 ``(H, W)`` class indices with 255 wherever the label is
+    unknown or the chip's dataset mask is invalid, so the loss ignores those pixels (widen it
+    with ``.long()`` for the losses, best on the device).
 
     Per sample, in order: read (optionally cached), downsample by ``downsample`` (block mean
     of valid pixels for the image, block majority for the labels), a random ``crop``, a random
@@ -403,18 +415,24 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             image = image[:, r0 : r0 + c, c0 : c0 + c]
             valid = valid[r0 : r0 + c, c0 : c0 + c]
             labels = labels[r0 : r0 + c, c0 : c0 + c]
-        if self.mean is not None and self.std is not None:
-            image = (image - self.mean[:, None, None]) / self.std[:, None, None]
-        image = np.where(valid, image, 0.0).astype(np.float32)
         target = labels
         if self.native_labels and chip.native_labels is not None:
             target = chip.native_labels
-        x = torch.from_numpy(np.ascontiguousarray(image))
-        y = torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
         if self.augment:
+            # Views only: the one copy below writes the transformed, normalised pixels.
             k = int(rng.integers(0, 8))
-            x, y = dihedral(x, k).contiguous(), dihedral(y, k).contiguous()
-        return x, y
+            image, valid, target = (dihedral_view(a, k) for a in (image, valid, target))
+        out = np.empty(image.shape, dtype=np.float32)
+        if self.mean is not None and self.std is not None:
+            np.subtract(image, self.mean[:, None, None], out=out)
+            np.divide(out, self.std[:, None, None], out=out)
+        else:
+            out[...] = image
+        np.copyto(out, np.float32(0.0), where=~valid[None])
+        # Labels travel as uint8 (an eighth of int64 through worker queues, pinning and the
+        # host-to-device copy); the training loop widens them on the device.
+        y = np.ascontiguousarray(target, dtype=np.uint8)
+        return torch.from_numpy(out), torch.from_numpy(y)
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

@@ -369,10 +369,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 def _to_device(
     x: torch.Tensor, y: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on the device; labels (uint8 from the loader) widened to int64 there."""
     if device.type == "cuda":
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        return x, y.to(device, non_blocking=True)
-    return x, y
+        return x, y.to(device, non_blocking=True).long()
+    return x, y.long()
 
 
 @dataclass

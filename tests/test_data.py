@@ -16,6 +16,7 @@ from geoseg.data import (
     SeededSampler,
     band_stats,
     dihedral,
+    dihedral_view,
     downsample_labels,
     downsample_mean,
     read_labelled_chip,
@@ -126,6 +127,12 @@ def test_dihedral_is_the_group_d4_and_keeps_image_and_mask_aligned() -> None:
     assert torch.equal(dihedral(image, 0), image)
     with pytest.raises(InputError):
         dihedral(image, 8)
+    # The numpy views the dataset uses are the same group elements.
+    for k in range(8):
+        np.testing.assert_array_equal(dihedral_view(a, k), dihedral(image, k).numpy())
+        np.testing.assert_array_equal(dihedral_view(mask.numpy(), k), dihedral(mask, k).numpy())
+    with pytest.raises(InputError):
+        dihedral_view(a, -1)
 
 
 def test_downsample_mean_uses_valid_pixels_only() -> None:
@@ -190,7 +197,7 @@ def test_dataset_normalises_and_ignores_invalid_pixels(store: Path) -> None:
         x, y = ds[i]
         data, valid, labels, names = read_labelled_chip(p)
         assert names == ["red", "green", "blue", "nir"]
-        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.dtype == torch.float32 and y.dtype == torch.uint8
         expected = (data - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
         np.testing.assert_allclose(x.numpy()[:, valid], expected[:, valid], rtol=1e-5)
         assert (x.numpy()[:, ~valid] == 0).all()
@@ -207,7 +214,7 @@ def test_augmented_crops_keep_image_and_mask_aligned(coord_store: Path) -> None:
         x, y = ds[key]
         assert x.shape == (4, 20, 20) and y.shape == (20, 20)
         valid = x[3] > 0
-        assert torch.equal(x[0][valid].long() - 1, y[valid])
+        assert torch.equal(x[0][valid].long() - 1, y[valid].long())
         assert (y[~valid] == 255).all()
         # rows/cols of the sample are a D4 image of a contiguous crop: find which one
         r, c = x[1] - 1, x[2] - 1
