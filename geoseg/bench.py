@@ -122,11 +122,6 @@ class BenchReport:
 
     def summary(self) -> list[str]:
         """Human-readable lines (the CLI prints them)."""
-        cuda = (
-            f", CUDA max allocated {self.cuda_max_allocated_mb:.0f} MiB"
-            if self.cuda_max_allocated_mb is not None
-            else ""
-        )
         return [
             f"scene {self.size}x{self.size} px, {self.model} on {self.device} ({self.precision}), "
             f"batch {self.batch_size}, tile {self.tile_size}/{self.overlap}, {self.tiles} tiles",
@@ -135,7 +130,7 @@ class BenchReport:
             f"(b) reads      : {self.read_mpx_s:9.2f} Mpx/s",
             f"(c) end-to-end : {self.e2e_mpx_s:9.2f} Mpx/s",
             f"e2e / min(a, b) = {self.ratio:.2f}",
-            f"peak RSS {self.peak_rss_mb:.0f} MiB{cuda}",
+            _memory_line(self.peak_rss_mb, self.cuda_max_allocated_mb),
         ]
 
 
@@ -515,6 +510,11 @@ def bench_predict(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _memory_line(peak_rss_mb: float, cuda_mb: float | None) -> str:
+    cuda = "" if cuda_mb is None else f", CUDA max allocated {cuda_mb:.0f} MiB"
+    return f"peak RSS {peak_rss_mb:.0f} MiB{cuda}"
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process since its ``exec`` (MiB)."""
     status = Path("/proc/self/status")
@@ -657,11 +657,6 @@ class TrainBenchReport:
 
     def summary(self) -> list[str]:
         """Human-readable lines (the CLI prints them)."""
-        cuda = (
-            f", CUDA max allocated {self.cuda_max_allocated_mb:.0f} MiB"
-            if self.cuda_max_allocated_mb is not None
-            else ""
-        )
         return [
             f"{self.model} on {self.device} ({self.precision}), batch {self.batch_size}, "
             f"{self.chip_size} px chips, {self.chips} chips per epoch, {self.workers} loader "
@@ -672,7 +667,7 @@ class TrainBenchReport:
             f"({self.epoch_seconds:.1f} s per epoch, "
             f"{100 * self.data_wait_fraction:.1f} % of step time waiting for data)",
             f"e2e / min(a, b) = {self.ratio:.2f}",
-            f"peak RSS {self.peak_rss_mb:.0f} MiB{cuda}",
+            _memory_line(self.peak_rss_mb, self.cuda_max_allocated_mb),
         ]
 
 
@@ -823,7 +818,7 @@ def _train_step_throughput(
 
     from geoseg.losses import build_loss
     from geoseg.models import build_model, model_spec
-    from geoseg.train import _autocast
+    from geoseg.train import _train_step
 
     spec = model_spec(name, in_channels=len(BENCH_BANDS), num_classes=POTSDAM.num_classes)
     torch.manual_seed(0)
@@ -839,13 +834,7 @@ def _train_step_throughput(
     net.train()
 
     def step() -> None:
-        with _autocast(dev):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()  # synchronises, as the training loop does
+        _train_step(net, x, y, loss_fn=loss_fn, opt=opt, device=dev).item()  # synchronises
 
     step()
     step()

@@ -366,6 +366,25 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def _train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+) -> torch.Tensor:
+    """One optimisation step on a batch already on the device; returns the loss (unsynced)."""
+    with _autocast(device):
+        logits = model(x)
+    loss: torch.Tensor = loss_fn(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _to_device(
     x: torch.Tensor, y: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -605,12 +624,7 @@ def _train_epoch(
         x, y = next(it)
         t1 = time.perf_counter()
         x, y = _to_device(x, y, device)
-        with _autocast(device):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = _train_step(model, x, y, loss_fn=loss_fn, opt=opt, device=device)
         lr = float(opt.param_groups[0]["lr"])
         sched.step()
         value = float(loss.item())  # synchronises: the step's compute is complete

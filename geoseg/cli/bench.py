@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from geoseg.cli.options import (
@@ -11,6 +14,27 @@ from geoseg.cli.options import (
     precision_opt,
     workers_opt,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cache_opt(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--cache",
+        type=click.Path(file_okay=False),
+        default=None,
+        help=f"Keep {what} here (default: a temporary folder).",
+    )
+
+
+def _seconds_opt(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--seconds",
+        type=click.FloatRange(min=0.0),
+        default=3.0,
+        show_default=True,
+        help=f"Minimum duration of the {what} measurement.",
+    )
 
 
 @click.group(short_help="Benchmarks (prediction and training throughput, memory).")
@@ -46,19 +70,8 @@ def bench() -> None:
 @click.option(
     "--block-size", type=PositiveInt(64), default=2048, show_default=True, help="Block edge."
 )
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Keep the synthetic scene and checkpoint here (default: a temporary folder).",
-)
-@click.option(
-    "--seconds",
-    type=click.FloatRange(min=0.0),
-    default=3.0,
-    show_default=True,
-    help="Minimum duration of the model-only measurement.",
-)
+@_cache_opt("the synthetic scene and checkpoint")
+@_seconds_opt("model-only")
 @workers_opt
 def bench_predict_cmd(
     size: int,
@@ -169,19 +182,8 @@ def bench_memory_cmd(sizes: tuple[int, ...], block_size: int, cache: str, worker
 @click.option(
     "--epochs", type=PositiveInt(2), default=2, show_default=True, help="Epochs of run (c)."
 )
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Keep the synthetic scenes and chips here (default: a temporary folder).",
-)
-@click.option(
-    "--seconds",
-    type=click.FloatRange(min=0.0),
-    default=3.0,
-    show_default=True,
-    help="Minimum duration of the training-step measurement.",
-)
+@_cache_opt("the synthetic scenes and chips")
+@_seconds_opt("training-step")
 @workers_opt
 def bench_train_cmd(
     model: str,
