@@ -780,23 +780,21 @@ def bench_train(
 
 def _bench_store(root: Path, *, scenes: int, scene_size: int, chip: int) -> Path:
     """A labelled tile store of synthetic scenes (cached by its parameters)."""
-    from geoseg.scene import potsdam_scene
+    from geoseg.scene import list_potsdam_ids, potsdam_scene
     from geoseg.synth import synthesize
     from geoseg.tiles import TileOptions, tile_scenes
 
     store = root / f"train_tiles_{scenes}x{scene_size}_{chip}"
-    if (store / "tiles.json").exists():
+    if (store / "index.gpkg").exists():  # written last: the store is complete
         return store
-    synth = synthesize(
-        root / f"train_scenes_{scenes}x{scene_size}", scenes=scenes, size=scene_size, seed=0,
-        overwrite=True,
-    )  # fmt: skip
-    tile_scenes(
-        [potsdam_scene(synth.root, sid) for sid in synth.scene_ids],
+    folder = root / f"train_scenes_{scenes}x{scene_size}"
+    if not folder.is_dir():  # synthesize() renames the folder into place when complete
+        synthesize(folder, scenes=scenes, size=scene_size, seed=0)
+    tile_scenes(  # resumes an interrupted store
+        [potsdam_scene(folder, sid) for sid in list_potsdam_ids(folder)],
         store,
         options=TileOptions(size=chip, overlap=0, min_valid=0.5),
         workers=2,
-        overwrite=True,
     )
     return store
 

@@ -431,7 +431,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         np.copyto(out, np.float32(0.0), where=~valid[None])
         # Labels travel as uint8 (an eighth of int64 through worker queues, pinning and the
         # host-to-device copy); the training loop widens them on the device.
-        y = np.ascontiguousarray(target, dtype=np.uint8)
+        y = np.array(target, dtype=np.uint8, order="C", copy=True)  # never the cached chip
         return torch.from_numpy(out), torch.from_numpy(y)
 
 

@@ -52,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -387,7 +387,7 @@ def _resolve_precision(precision: Precision, device: str) -> str:
     return precision
 
 
-@dataclass
+@dataclass(eq=False)  # identity: requests hold arrays, and the runner finds them in deques
 class _Request:
     tiles: npt.NDArray[np.float32]  # (n, bands, T, T), normalised
     future: Future[npt.NDArray[np.uint16]]
@@ -433,6 +433,7 @@ class _Runner:
         self._inputs: list[torch.Tensor] = []  # one (pinned) input buffer per slot
         self._outputs: list[torch.Tensor] = []  # one (pinned) output buffer per slot (CUDA)
         self._slot = 0
+        self._broken: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="geoseg-model", daemon=True)
         self._thread.start()
 
@@ -440,6 +441,8 @@ class _Runner:
         """Queue ``tiles`` (n, bands, T, T); the future gives (n, C, T, T) uint16."""
         fut: Future[npt.NDArray[np.uint16]] = Future()
         self._queue.put(_Request(tiles=tiles, future=fut))
+        if self._broken is not None:
+            self._drain(self._broken)
         return fut
 
     def close(self) -> None:
@@ -449,6 +452,32 @@ class _Runner:
     def _loop(self) -> None:
         pending: deque[_Request] = deque()
         flight: deque[tuple[list[tuple[_Request, int, int]], _Batch]] = deque()
+        try:
+            self._serve(pending, flight)
+        except BaseException as exc:
+            # A failure of the runner itself (not of the model: _fail handles those) must not
+            # leave block tasks waiting forever: fail everything, now and later.
+            self._broken = exc
+            waiting = [*pending, *(r for parts, _ in flight for r, _, _ in parts)]
+            for r in waiting:
+                _set_exception(r.future, exc)
+            self._drain(exc)
+
+    def _drain(self, exc: BaseException) -> None:
+        """Fail every request still queued (the runner is broken)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _set_exception(item.future, exc)
+
+    def _serve(
+        self,
+        pending: deque[_Request],
+        flight: deque[tuple[list[tuple[_Request, int, int]], _Batch]],
+    ) -> None:
         closing = False
         while True:
             avail = sum(r.tiles.shape[0] - r.taken for r in pending)
@@ -487,6 +516,12 @@ class _Runner:
                 batch = self._launch([r.tiles[a:b] for r, a, b in parts])
             except BaseException as exc:
                 self._fail(pending, parts, exc)
+                if self.cuda:
+                    # Copies the failed launch queued from or into its slot's pinned buffers
+                    # must end before that slot is filled again.
+                    import torch
+
+                    torch.cuda.synchronize(self.device)
                 continue
             flight.append((parts, batch))
             if len(flight) >= _DEPTH:
@@ -524,8 +559,7 @@ class _Runner:
     ) -> None:
         # Not swallowed: handed to the waiting block tasks, which re-raise it.
         for r in {id(r): r for r, _, _ in parts}.values():
-            if not r.future.done():
-                r.future.set_exception(exc)
+            _set_exception(r.future, exc)
             if r in pending:
                 pending.remove(r)
 
@@ -536,8 +570,7 @@ class _Runner:
         t0 = time.perf_counter()
         n = sum(a.shape[0] for a in arrays)
         shape = (self.batch_size, *arrays[0].shape[1:])
-        slot = self._slot
-        self._slot = (slot + 1) % _DEPTH
+        slot = self._slot  # advanced only once the launch succeeded
         if len(self._inputs) < _DEPTH or tuple(self._inputs[slot].shape) != shape:
             self._inputs = [
                 torch.empty(shape, dtype=torch.float32, pin_memory=self.cuda) for _ in range(_DEPTH)
@@ -574,6 +607,7 @@ class _Runner:
                 event.record()
             else:
                 host = q
+        self._slot = (slot + 1) % _DEPTH
         self.seconds += time.perf_counter() - t0
         return _Batch(host=host, n=n, event=event)
 
@@ -609,6 +643,13 @@ class _Runner:
                 "tiles; it must keep the input size"
             )
         return total / len(views)
+
+
+def _set_exception(fut: Future[Any], exc: BaseException) -> None:
+    """Fail ``fut`` unless it already has an outcome (several threads may try)."""
+    with contextlib.suppress(InvalidStateError):
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 @dataclass
@@ -1030,7 +1071,8 @@ class _SceneRun:
 
     @property
     def complete(self) -> bool:
-        return len(self.sealed) == len(self.plan.blocks)
+        with self._lock:
+            return len(self.sealed) == len(self.plan.blocks)
 
     def persist(self, res: _BlockResult) -> None:
         """Write a block's result to the work folder, then complete every seam it unblocks.
@@ -1054,8 +1096,8 @@ class _SceneRun:
         for d in ready:
             self._seal(d)
         with self._lock:
-            self.sealed.update(ready)
             self.stats["persist_s"] += time.perf_counter() - t0
+            self.sealed.update(ready)
 
     def _write(self, res: _BlockResult) -> None:
         b = res.block
@@ -1286,8 +1328,9 @@ def _drive(
     submitted: list[Any] = []
     ac = as_completed()
     # Results are persisted (and seams completed) by a few driver threads, so that the driver
-    # keeps up with many workers and a fast GPU; at most `threads` results wait for them.
+    # keeps up with many workers and a fast GPU; a bounded number of results wait for them.
     writers = ThreadPoolExecutor(_DRIVER_THREADS, thread_name_prefix="geoseg-persist")
+    max_waiting = min(threads, 2 * _DRIVER_THREADS)  # results held by the driver
     writing: set[Future[None]] = set()
 
     def reap(wait_one: bool) -> None:
@@ -1317,7 +1360,7 @@ def _drive(
             if progress is not None:
                 progress(done, total)
             reap(False)
-            while len(writing) > threads:
+            while len(writing) > max_waiting:
                 reap(True)
             if todo:
                 submit()

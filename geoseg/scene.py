@@ -561,10 +561,15 @@ class _Ground:
         c0, c1, tc = _linear_taps(
             (np.arange(w) + int(window.col_off) + 0.5) / f - 0.5, self.grid.shape[1]
         )
-        g = self.grid.astype(np.float64)
-        rows = (g[r0] * (1.0 - tr)[:, None] + g[r1] * tr[:, None]).astype(np.float32)
-        out = rows[:, c0]  # (h, w), a new array
-        out += (rows[:, c1] - out) * tc.astype(np.float32)
+        if h == 0 or w == 0:
+            return np.zeros((h, w), dtype=np.float32)
+        lo, hi = int(c0.min()), int(c1.max()) + 1  # only the coarse columns the window needs
+        g = self.grid[:, lo:hi]
+        rows = (g[r0].astype(np.float64) * (1.0 - tr)[:, None] + g[r1] * tr[:, None]).astype(
+            np.float32
+        )
+        out = rows[:, c0 - lo]  # (h, w), a new array
+        out += (rows[:, c1 - lo] - out) * tc.astype(np.float32)
         return out
 
 

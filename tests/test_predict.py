@@ -508,20 +508,31 @@ def test_runner_serves_concurrent_requests_in_full_batches_with_exact_results() 
         assert np.abs(got.astype(np.int32) - want).max() <= 1
 
 
-def test_runner_hands_a_model_error_to_every_waiting_request() -> None:
+@pytest.mark.parametrize(
+    ("fail_on_call", "expected"),
+    [
+        # batch 2 = last tile of request 1 + first of request 2: both fail, 3 is served
+        (2, ["failed", "failed", "ok"]),
+        # batch 3 (request 2 only) fails while batch 2 (request 1's last tile) is in flight
+        (3, ["ok", "failed", "ok"]),
+    ],
+)
+def test_runner_hands_a_model_error_to_every_waiting_request(
+    fail_on_call: int, expected: list[str]
+) -> None:
     from geoseg.predict import _Runner
 
     gate = threading.Event()
     runner = _Runner(
-        recording_model(Recording(fail_on_call=2, gate=gate)),
+        recording_model(Recording(fail_on_call=fail_on_call, gate=gate)),
         device="cpu",
         precision="fp32",
         batch_size=2,
         tta="none",
     )
-    tiles = np.zeros((3, 3, 8, 8), np.float32)
     try:
-        futures = [runner.submit(tiles) for _ in range(3)]
+        # Distinct arrays: requests are found by identity, never by comparing their tiles.
+        futures = [runner.submit(np.full((3, 3, 8, 8), i, np.float32)) for i in range(3)]
         gate.set()
         outcomes = []
         for f in futures:
@@ -533,9 +544,30 @@ def test_runner_hands_a_model_error_to_every_waiting_request() -> None:
                 outcomes.append("failed")
     finally:
         runner.close()
-    # Batch 2 holds the last tile of request 1 and the first of request 2: both fail, and
-    # request 3 is still served.
-    assert outcomes == ["failed", "failed", "ok"]
+    assert outcomes == expected
+
+
+def test_a_broken_runner_fails_waiting_and_later_requests_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from geoseg.predict import _Runner
+
+    def broken(self: object, *args: object) -> None:
+        raise RuntimeError("runner bug")
+
+    monkeypatch.setattr(_Runner, "_deliver", broken)  # a fault outside the model
+    runner = _Runner(
+        recording_model(Recording()), device="cpu", precision="fp32", batch_size=2, tta="none"
+    )
+    try:
+        first = runner.submit(np.zeros((1, 3, 8, 8), np.float32))
+        with pytest.raises(RuntimeError, match="runner bug"):
+            first.result(timeout=30)
+        later = runner.submit(np.zeros((1, 3, 8, 8), np.float32))
+        with pytest.raises(RuntimeError, match="runner bug"):
+            later.result(timeout=30)
+    finally:
+        runner.close()
 
 
 def test_bf16_precision_on_the_cpu_predicts_like_fp32(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_derived_ndsm_is_height_above_ground_and_window_independent(tmp_path: Pa
     np.testing.assert_allclose(part, full[90:218, 130:258], atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (13, 17)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (13, 17), (60, 2000)])
 @pytest.mark.parametrize("factor", [1, 3, 20])
 def test_ground_sampling_equals_scipy_bilinear(shape: tuple[int, int], factor: int) -> None:
     from scipy.ndimage import map_coordinates
@@ -196,7 +196,9 @@ def test_ground_sampling_equals_scipy_bilinear(shape: tuple[int, int], factor: i
 
     grid = (100.0 + np.random.default_rng(3).normal(size=shape)).astype(np.float32)
     g = _Ground(factor, grid)
-    for win in (Window(0, 0, 50, 30), Window(-10, -7, 64, 33), Window(900, 900, 9, 5)):
+    wins = [Window(0, 0, 50, 30), Window(-10, -7, 64, 33), Window(900, 900, 9, 5)]
+    wins += [Window(1500, 20, 300, 40), Window(0, 0, 0, 4)]
+    for win in wins:
         h, w = int(win.height), int(win.width)
         rows = (np.arange(h) + int(win.row_off) + 0.5) / factor - 0.5
         cols = (np.arange(w) + int(win.col_off) + 0.5) / factor - 0.5

@@ -114,3 +114,13 @@ def test_bench_train_refuses_chips_larger_than_the_scenes() -> None:
     args = ["bench", "train", "--chip-size", "512", "--scene-size", "256", "--device", "cpu"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "--chip-size" in result.output
+
+
+def test_bench_train_store_cache_survives_an_interrupted_tiling(tmp_path: Path) -> None:
+    from geoseg.bench import _bench_store
+    from geoseg.tiles import read_store
+
+    store = _bench_store(tmp_path, scenes=1, scene_size=128, chip=64)
+    (store / "index.gpkg").unlink()  # as if killed before the index was written
+    assert _bench_store(tmp_path, scenes=1, scene_size=128, chip=64) == store
+    assert len(read_store(store)[1]) == 4
