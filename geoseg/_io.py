@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +81,20 @@ def _remove(p: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def ignoring(*categories: type[Warning]) -> Iterator[None]:
+    """Ignore warnings of ``categories`` inside the block, safely across threads.
+
+    :class:`warnings.catch_warnings` swaps the process-wide filter list and is not
+    thread-safe: a thread leaving it can remove the filter another thread relies on. Every
+    such block of geoseg holds this one (re-entrant) lock, so they never interleave.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        for c in categories:
+            warnings.simplefilter("ignore", c)
+        yield

@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg._io import atomic_path
+from geoseg._io import atomic_path, ignoring
 from geoseg.errors import CheckpointError, SchemaError
 from geoseg.schema import ClassSchema
 
@@ -197,9 +196,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found; give the .pt file `geoseg train` wrote")
     try:
-        with warnings.catch_warnings():
-            # torch warns about foreign pickle protocols before refusing them; we report instead.
-            warnings.simplefilter("ignore", UserWarning)
+        # torch warns about foreign pickle protocols before refusing them; we report instead.
+        with ignoring(UserWarning):
             payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"

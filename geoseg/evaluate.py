@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from geoseg._io import atomic_path
+from geoseg._io import atomic_path, ignoring
 from geoseg.errors import BandMismatchError, GridMismatchError, InputError
 from geoseg.metrics import PixelMetrics, boundary_mask, confusion_matrix
 from geoseg.schema import IGNORE, POTSDAM, ClassSchema, load_schema
@@ -275,31 +274,34 @@ def evaluate_rasters(
     cm = np.zeros((n, n), dtype=np.int64)
     unknown_truth = 0
     unknown_pred = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open_raster(pred_s, "prediction") as pds, _open_raster(truth_s, "truth") as tds:
+    with contextlib.ExitStack() as files:
+        # Truth files may carry no georeferencing: rasterio warns when they are opened and
+        # their transform is read (here, in the checks), not when blocks are read.
+        with ignoring(NotGeoreferencedWarning):
+            pds = files.enter_context(_open_raster(pred_s, "prediction"))
+            tds = files.enter_context(_open_raster(truth_s, "truth"))
             _check_pred(pds, pred_s)
             colour = _truth_is_colour(tds, truth_s)
             _check_grids(pds, tds, pred_s, truth_s)
             p_nodata, t_nodata = _nodata_int(pds), _nodata_int(tds)
-            try:
-                for win in block_windows(pds.height, pds.width, block_size):
-                    pred, bad_p = _to_classes(pds.read(1, window=win), n, p_nodata)
-                    unknown_pred += bad_p
-                    truth, bad_t = _read_truth_block(
-                        tds, win, eroded, schema=sch, colour=colour, nodata=t_nodata
-                    )
-                    unknown_truth += bad_t
-                    valid = None
-                    if eroded:
-                        mask = boundary_mask(truth, eroded)
-                        valid = ~mask[eroded:-eroded, eroded:-eroded]
-                        truth = truth[eroded:-eroded, eroded:-eroded]
-                    cm += confusion_matrix(pred, truth, num_classes=n, valid=valid)
-            except RasterioIOError as exc:
-                raise InputError(
-                    f"{pred_s} / {truth_s}: reading failed ({exc}); the file may be truncated"
-                ) from None
+        try:
+            for win in block_windows(pds.height, pds.width, block_size):
+                pred, bad_p = _to_classes(pds.read(1, window=win), n, p_nodata)
+                unknown_pred += bad_p
+                truth, bad_t = _read_truth_block(
+                    tds, win, eroded, schema=sch, colour=colour, nodata=t_nodata
+                )
+                unknown_truth += bad_t
+                valid = None
+                if eroded:
+                    mask = boundary_mask(truth, eroded)
+                    valid = ~mask[eroded:-eroded, eroded:-eroded]
+                    truth = truth[eroded:-eroded, eroded:-eroded]
+                cm += confusion_matrix(pred, truth, num_classes=n, valid=valid)
+        except RasterioIOError as exc:
+            raise InputError(
+                f"{pred_s} / {truth_s}: reading failed ({exc}); the file may be truncated"
+            ) from None
     if unknown_truth:
         what = "colours" if colour else "values"
         logger.warning(

@@ -30,7 +30,6 @@ import logging
 import math
 import re
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from geoseg._io import ignoring
 from geoseg.errors import (
     BandMismatchError,
     CRSMismatchError,
@@ -128,9 +128,8 @@ def _open(path: Path, what: str) -> rasterio.DatasetReader:
     if not path.exists():
         raise InputError(f"{path}: {what} file not found; check the path")
     try:
-        with warnings.catch_warnings():
-            # Label files may legitimately carry no georeferencing (same size = same grid).
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        # Label files may legitimately carry no georeferencing (same size = same grid).
+        with ignoring(NotGeoreferencedWarning):
             ds = rasterio.open(path)
     except RasterioError as exc:
         raise InputError(

@@ -14,7 +14,6 @@ touches the bottom border of that row; only such border groups stay in memory.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
+from geoseg._io import ignoring
 from geoseg.vectorize._clean import node_mask, polygon_parts
 
 __all__ = [
@@ -229,9 +229,10 @@ def polygonize_block(
         pairs = np.unique(np.stack([lab_all.astype(np.int64), key_all], axis=1), axis=0)
         lab_all, key_all = pairs[:, 0], pairs[:, 1]
         bounds = np.searchsorted(lab_all, np.arange(n + 2))
-        with warnings.catch_warnings():
-            if r0 == 0 and c0 == 0:  # the identity transform makes rasterio warn; it is meant
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        # rasterio silences its own NotGeoreferencedWarning inside with catch_warnings, which
+        # is not thread-safe: concurrent calls can let it escape. Calls that hold the shared
+        # lock never overlap (no loss: polygonization holds the GIL anyway).
+        with ignoring(NotGeoreferencedWarning):
             shapes = list(
                 rasterio.features.shapes(
                     labels, mask=labels > 0, connectivity=4, transform=Affine.translation(c0, r0)
