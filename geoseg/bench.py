@@ -32,6 +32,7 @@ The synthetic scene of the prediction benchmarks is a fast procedural generator 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -239,28 +240,25 @@ def bench_scene(
         "transform": tf,
     }
     common |= {"tiled": True, "blockxsize": 512, "blockysize": 512, "bigtiff": "if_safer"}
-    with atomic_path(image, overwrite=True) as tmp_img:
-        with rasterio.open(
-            tmp_img, "w", count=4, dtype="uint8", compress="packbits", **common
-        ) as di:
-            dd = None
-            tmp_dsm = dsm_path.with_name(".dsm.partial.tif")
-            if dsm:
-                dd = rasterio.open(
+    with contextlib.ExitStack() as stack:
+        tmp_img = stack.enter_context(atomic_path(image, overwrite=True))
+        di = stack.enter_context(
+            rasterio.open(tmp_img, "w", count=4, dtype="uint8", compress="packbits", **common)
+        )
+        dd = None
+        if dsm:
+            tmp_dsm = stack.enter_context(atomic_path(dsm_path, overwrite=True))
+            dd = stack.enter_context(
+                rasterio.open(
                     tmp_dsm, "w", count=1, dtype="float32", compress="lzw", predictor=3, **common
                 )
-            try:
-                for r0 in range(0, size, _STRIP):
-                    h = min(_STRIP, size - r0)
-                    img, elev = _synth_strip(r0, h, size, seed)
-                    di.write(img, window=Window(0, r0, size, h))
-                    if dd is not None:
-                        dd.write(elev, 1, window=Window(0, r0, size, h))
-            finally:
-                if dd is not None:
-                    dd.close()
-            if dsm:
-                os.replace(tmp_dsm, dsm_path)
+            )
+        for r0 in range(0, size, _STRIP):
+            h = min(_STRIP, size - r0)
+            img, elev = _synth_strip(r0, h, size, seed)
+            di.write(img, window=Window(0, r0, size, h))
+            if dd is not None:
+                dd.write(elev, 1, window=Window(0, r0, size, h))
     done.write_text(json.dumps({"size": size, "seed": seed, "dsm": dsm}))
     logger.info("synthesised a %d px bench scene in %.1fs", size, time.perf_counter() - t0)
     return spec
@@ -419,11 +417,11 @@ def bench_predict(
     Raises:
         InputError: Unknown model name, no CUDA device for ``cuda``, or a bad size.
     """
-    from geoseg.predict import _resolve_device, _resolve_precision
+    from geoseg.predict import _resolve_batch_size, _resolve_device, _resolve_precision
 
     dev = _resolve_device(device)
     prec = _resolve_precision(precision, dev)
-    bs = batch_size or (32 if dev == "cuda" else 4)
+    bs = _resolve_batch_size(batch_size, dev)
     own_cache = cache is None
     root = Path(tempfile.mkdtemp(prefix="geoseg-bench-")) if cache is None else Path(cache)
     root.mkdir(parents=True, exist_ok=True)

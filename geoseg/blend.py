@@ -470,12 +470,7 @@ class BlockPlan:
 
     def tiles(self, block: tuple[int, int]) -> list[Rect]:
         """The tiles ``block`` computes, row-major (may extend past a small scene)."""
-        th, tw = self.tile_size
-        return [
-            Rect(self.rows.starts[i], self.cols.starts[k], th, tw)
-            for i in self.rows.owned(block[0])
-            for k in self.cols.owned(block[1])
-        ]
+        return [t for row in self.tile_rows(block) for t in row]
 
     def tile_rows(self, block: tuple[int, int]) -> list[list[Rect]]:
         """``block``'s tiles grouped by tile row."""

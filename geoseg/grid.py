@@ -12,6 +12,7 @@ boundless and marked invalid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-__all__ = ["GeoBox", "axis_starts", "tile_windows"]
+__all__ = ["GeoBox", "axis_starts", "crs_unit_metres", "metres_per_unit", "tile_windows"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,19 @@ def tile_windows(
     for r in axis_starts(shape[0], th, overlap):
         for c in axis_starts(shape[1], tw, overlap):
             yield Window(c, r, tw, th)
+
+
+def crs_unit_metres(crs: CRS | None) -> float:
+    """Metres per linear unit of a projected CRS (1.0 when the CRS does not say)."""
+    if crs is not None and crs.linear_units_factor is not None:
+        return float(crs.linear_units_factor[1])
+    return 1.0
+
+
+def metres_per_unit(grid: GeoBox) -> float:
+    """Metres per CRS unit of a grid; for a geographic CRS, east-west at its centre latitude."""
+    crs = grid.crs
+    if crs is not None and crs.is_geographic:
+        lat = (grid.bounds[1] + grid.bounds[3]) / 2.0
+        return 111_320.0 * max(0.1, math.cos(math.radians(lat)))
+    return crs_unit_metres(crs)

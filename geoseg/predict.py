@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import shutil
@@ -62,6 +61,7 @@ import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
+from geoseg._io import atomic_path, check_output
 from geoseg.blend import (
     Accumulator,
     BlendKind,
@@ -76,8 +76,8 @@ from geoseg.blend import (
     weight_bits,
     weight_window,
 )
-from geoseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError
-from geoseg.grid import GeoBox
+from geoseg.errors import CheckpointError, ConfigError, InputError
+from geoseg.grid import GeoBox, metres_per_unit
 from geoseg.scene import SceneSpec
 from geoseg.schema import IGNORE, ClassSchema
 from geoseg.writers import write_classes, write_probabilities
@@ -385,6 +385,10 @@ def _resolve_precision(precision: Precision, device: str) -> str:
     if precision == "auto":
         return "bf16" if device == "cuda" else "fp32"
     return precision
+
+
+def _resolve_batch_size(batch_size: int | None, device: str) -> int:
+    return batch_size or (32 if device == "cuda" else 4)
 
 
 @dataclass(eq=False)  # identity: requests hold arrays, and the runner finds them in deques
@@ -705,7 +709,7 @@ def _runner(
     """The process's runner for this model and settings (built on first use)."""
     dev = _resolve_device(device)
     prec = _resolve_precision(precision, dev)
-    bs = batch_size or (32 if dev == "cuda" else 4)
+    bs = _resolve_batch_size(batch_size, dev)
     key = (ref.meta.sha256, dev, prec, bs, tta)
     with _RUNNERS_LOCK:
         r = _RUNNERS.get(key)
@@ -973,8 +977,13 @@ def _save_arrays(path: Path, **arrays: npt.NDArray[Any]) -> None:
     os.replace(tmp, path)
 
 
-def _load_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
-    return {p.stem: np.load(p, allow_pickle=False) for p in path.glob("*.npy")}
+def _load_arrays(path: Path, *, skip: str | None = None) -> dict[str, npt.NDArray[Any]]:
+    """The arrays saved by :func:`_save_arrays`, but those whose name starts with ``skip``."""
+    return {
+        p.stem: np.load(p, allow_pickle=False)
+        for p in path.glob("*.npy")
+        if skip is None or not p.stem.startswith(skip)
+    }
 
 
 def _bname(kind: str, *blocks: tuple[int, int]) -> str:
@@ -995,7 +1004,6 @@ class _SceneRun:
         key: str,
         paths: dict[str, Path],
         probabilities: bool,
-        schema: ClassSchema,
         warnings: list[str],
     ) -> None:
         self.index = index
@@ -1007,7 +1015,6 @@ class _SceneRun:
         self.paths = paths
         self.work = paths["work"]
         self.probabilities = probabilities
-        self.schema = schema
         self.warnings = warnings
         self.done: set[tuple[int, int]] = set()
         self.sealed: set[tuple[int, int]] = set()
@@ -1023,7 +1030,6 @@ class _SceneRun:
             "persist_s": 0.0,
         }
         self.resumed = 0
-        self.written = False
         self._open_work()
 
     def _open_work(self) -> None:
@@ -1042,9 +1048,8 @@ class _SceneRun:
                 shutil.rmtree(self.work)
         if not self.work.is_dir():
             self.work.mkdir(parents=True)
-            tmp = self.work / ".state.json.tmp"
-            tmp.write_text(json.dumps({"key": self.key, "version": WORK_VERSION}))
-            os.replace(tmp, state)
+            with atomic_path(state) as tmp:
+                tmp.write_text(json.dumps({"key": self.key, "version": WORK_VERSION}))
             return
         for b in self.plan.blocks:
             if (self.work / _bname("b", b)).exists():
@@ -1168,25 +1173,25 @@ class _SceneRun:
             shutil.rmtree(self.work / name, ignore_errors=True)
 
     def blocks(
-        self,
+        self, *, probs: bool = True
     ) -> Iterator[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]]:
-        """Finished blocks with their seams applied, row-major."""
+        """Finished blocks with their seams applied, row-major (``probs``: with probabilities)."""
+        skip = None if probs else "probs"
         for b, rect in self.plan.iter_rects():
-            core = _load_arrays(self.work / _bname("b", b))
+            core = _load_arrays(self.work / _bname("b", b), skip=skip)
             classes = core["classes"]
-            probs = core.get("probs")
-            fpath = self.work / _bname("f", b)
+            block_probs = core.get("probs")
             if self.plan.seam_rects(b):
-                seam = _load_arrays(fpath)
+                seam = _load_arrays(self.work / _bname("f", b), skip=skip)
                 i = 0
                 while f"rect{i}" in seam:
                     srect = Rect(*(int(v) for v in seam[f"rect{i}"]))
                     sl = srect.slices(rect)
                     classes[sl] = seam[f"classes{i}"]
-                    if probs is not None:
-                        probs[(slice(None), *sl)] = seam[f"probs{i}"]
+                    if block_probs is not None:
+                        block_probs[(slice(None), *sl)] = seam[f"probs{i}"]
                     i += 1
-            yield Window(rect.col, rect.row, rect.width, rect.height), classes, probs
+            yield Window(rect.col, rect.row, rect.width, rect.height), classes, block_probs
 
 
 def _rect_tuple(r: Rect) -> tuple[int, int, int, int]:
@@ -1265,7 +1270,7 @@ def predict_scenes(
     reports: dict[int, PredictReport] = {}
     for r in runs:
         if r.complete:
-            reports[r.index] = _finish(r, meta, options, ref, t_start, str(local_device))
+            reports[r.index] = _finish(r, options, ref, t_start, str(local_device))
     todo = deque(
         _BlockJob(
             scene_index=r.index,
@@ -1293,7 +1298,6 @@ def predict_scenes(
                 runs,
                 ref,
                 reports,
-                meta,
                 options,
                 t_start,
                 str(local_device),
@@ -1310,7 +1314,6 @@ def _drive(
     runs: list[_SceneRun],
     ref: _ModelRef,
     reports: dict[int, PredictReport],
-    meta: _ModelMeta,
     options: PredictOptions,
     t_start: float,
     device: str,
@@ -1341,7 +1344,7 @@ def _drive(
             w.result()  # a failed write is raised here
         for run in runs:
             if run.complete and run.index not in reports:
-                reports[run.index] = _finish(run, meta, options, ref, t_start, device)
+                reports[run.index] = _finish(run, options, ref, t_start, device)
 
     def submit() -> None:
         f = client.submit(_run_block, todo.popleft(), model_arg, pure=False)
@@ -1425,32 +1428,16 @@ def _restore_level(log: logging.Logger, level: int) -> Iterator[None]:
 
 
 def _check_outputs(paths: dict[str, Path], options: PredictOptions) -> None:
-    if options.overwrite:
-        return
-    if paths["classes"].exists():
-        raise OutputExistsError(
-            f"{paths['classes']}: output already exists; pass --overwrite to replace it or "
-            "choose another output folder"
-        )
-    interrupted = paths["work"].is_dir()
-    for key in ("probs", "sidecar"):
-        if paths[key].exists() and not interrupted:
-            raise OutputExistsError(
-                f"{paths[key]}: output already exists; pass --overwrite to replace it or "
-                "choose another output folder"
-            )
+    check_output(paths["classes"], overwrite=options.overwrite)
+    if not paths["work"].is_dir():  # an interrupted run may replace its own sidecar
+        for key in ("probs", "sidecar"):
+            check_output(paths[key], overwrite=options.overwrite)
 
 
 def _metres_per_pixel(gb: GeoBox) -> float | None:
-    crs = gb.crs
-    if crs is None:
+    if gb.crs is None:
         return None
-    res = (gb.resolution[0] + gb.resolution[1]) / 2.0
-    if crs.is_geographic:
-        lat = (gb.bounds[1] + gb.bounds[3]) / 2.0
-        return res * 111_320.0 * max(0.1, math.cos(math.radians(lat)))
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return res * float(factor)
+    return (gb.resolution[0] + gb.resolution[1]) / 2.0 * metres_per_unit(gb)
 
 
 def _prepare(
@@ -1506,7 +1493,6 @@ def _prepare(
         key=key,
         paths=output_paths(out, spec.id),
         probabilities=options.probabilities,
-        schema=meta.schema,
         warnings=warnings,
     )
 
@@ -1558,15 +1544,12 @@ def _options_json(options: PredictOptions, tile: int) -> dict[str, object]:
 
 
 def _finish(
-    run: _SceneRun,
-    meta: _ModelMeta,
-    options: PredictOptions,
-    ref: _ModelRef,
-    t_start: float,
-    device: str,
+    run: _SceneRun, options: PredictOptions, ref: _ModelRef, t_start: float, device: str
 ) -> PredictReport:
     """Assemble the finished blocks into the outputs and write the sidecar."""
     from geoseg import __version__
+
+    meta = ref.meta
 
     t0 = time.perf_counter()
     tile = run.plan.tile_size[0]
@@ -1653,12 +1636,11 @@ def _finish(
     side["timings"]["write_probs_s"] = round(t_probs, 3)  # type: ignore[index]
     side["timings"]["wall_s"] = round(time.perf_counter() - t_start, 3)  # type: ignore[index]
     # The sidecar first, the class raster last: its existence marks a finished scene.
-    tmp = paths["sidecar"].with_name(f".{paths['sidecar'].name}.tmp")
-    tmp.write_text(json.dumps(side, indent=2))
-    os.replace(tmp, paths["sidecar"])
+    with atomic_path(paths["sidecar"], overwrite=True) as tmp:  # checked up front
+        tmp.write_text(json.dumps(side, indent=2))
     write_classes(
         paths["classes"],
-        ((w, c) for w, c, _ in run.blocks()),
+        ((w, c) for w, c, _ in run.blocks(probs=False)),
         geobox=run.geobox,
         schema=meta.schema,
         tags=tags,

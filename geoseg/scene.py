@@ -50,7 +50,7 @@ from geoseg.errors import (
     GridMismatchError,
     InputError,
 )
-from geoseg.grid import GeoBox
+from geoseg.grid import GeoBox, metres_per_unit
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
 __all__ = [
@@ -590,16 +590,6 @@ _GROUND_CACHE: dict[tuple[str, str, float], _Ground] = {}
 _GROUND_LOCK = threading.Lock()
 
 
-def _metres_per_unit(grid: GeoBox) -> float:
-    crs = grid.crs
-    if crs is not None and crs.is_geographic:
-        lat = (grid.bounds[1] + grid.bounds[3]) / 2.0
-        return 111_320.0 * max(0.1, math.cos(math.radians(lat)))
-    if crs is not None and crs.linear_units_factor is not None:
-        return float(crs.linear_units_factor[1])
-    return 1.0
-
-
 def _ground(scene: Scene) -> _Ground:
     assert scene._dsm is not None
     src = scene._dsm
@@ -619,7 +609,7 @@ def _estimate_ground(scene: Scene) -> _Ground:
 
     assert scene._dsm is not None
     gb = scene.geobox
-    res_m = gb.resolution[0] * _metres_per_unit(gb)
+    res_m = gb.resolution[0] * metres_per_unit(gb)
     f = max(1, round(GROUND_CELL_M / res_m))
     cell_m = f * res_m
     radius = max(1, round(GROUND_RADIUS_M / cell_m))

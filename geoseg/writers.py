@@ -256,9 +256,8 @@ def _write_cog(
                 rasterio.shutil.copy(stage, tmp, driver="COG", **options)
                 aux = final.with_name(final.name + ".aux.xml")
                 if pam is not None:
-                    tmp_aux = aux.with_name(f".{aux.name}.partial")
-                    tmp_aux.write_text(pam)
-                    os.replace(tmp_aux, aux)
+                    with atomic_path(aux, overwrite=True) as tmp_aux:  # belongs to the COG
+                        tmp_aux.write_text(pam)
                 elif aux.exists():
                     aux.unlink()
     finally:

@@ -10,6 +10,7 @@ import click
 from geoseg.cli.options import (
     PositiveInt,
     batch_size_opt,
+    check_overlap,
     device_opt,
     precision_opt,
     workers_opt,
@@ -62,10 +63,20 @@ def bench() -> None:
 @batch_size_opt
 @precision_opt
 @click.option(
-    "--tile-size", type=PositiveInt(16), default=512, show_default=True, help="Tile edge."
+    "--tile-size",
+    type=PositiveInt(16),
+    default=512,
+    show_default=True,
+    is_eager=True,  # known when --overlap is checked
+    help="Tile edge.",
 )
 @click.option(
-    "--overlap", type=PositiveInt(0), default=128, show_default=True, help="Tile overlap."
+    "--overlap",
+    type=PositiveInt(0),
+    default=128,
+    show_default=True,
+    callback=check_overlap,
+    help="Tile overlap.",
 )
 @click.option(
     "--block-size", type=PositiveInt(64), default=2048, show_default=True, help="Block edge."
@@ -97,10 +108,6 @@ def bench_predict_cmd(
     """
     from geoseg.bench import bench_predict
 
-    if overlap >= tile_size:
-        raise click.BadParameter(
-            f"{overlap} must be smaller than --tile-size ({tile_size})", param_hint="--overlap"
-        )
     report = bench_predict(
         size=size,
         model=model,

@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from geoseg._io import atomic_path
 from geoseg.errors import InputError, SchemaError
+from geoseg.grid import crs_unit_metres
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
 __all__ = ["CSV_COLUMNS", "LandcoverSummary", "landcover_summary", "write_landcover_csv"]
@@ -144,8 +145,7 @@ def _geographic_row_areas(
 
 def _pixel_area(crs: CRS, t: Affine) -> float:
     """Area in m² of a pixel of a projected grid."""
-    unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return abs(t.a * t.e - t.b * t.d) * float(unit) ** 2
+    return abs(t.a * t.e - t.b * t.d) * crs_unit_metres(crs) ** 2
 
 
 def landcover_summary(

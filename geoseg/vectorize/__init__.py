@@ -46,6 +46,7 @@ from shapely.geometry import LineString, Polygon
 
 from geoseg._io import atomic_path, check_output
 from geoseg.errors import ConfigError, GridMismatchError, InputError, SchemaError
+from geoseg.grid import crs_unit_metres
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 from geoseg.vectorize._clean import canonical_polygon, polygon_parts
 from geoseg.vectorize._polygonize import (
@@ -236,8 +237,8 @@ def _metres(
         cy = transform.d * shape[1] / 2 + transform.e * shape[0] / 2 + transform.f
         m_per_deg = 111_320.0 * math.sqrt(max(math.cos(math.radians(cy)), 1e-6))
         return True, 1.0, px * m_per_deg
-    unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return False, float(unit), px * float(unit)
+    unit = crs_unit_metres(crs)
+    return False, unit, px * unit
 
 
 def _measure(geom: shapely.Geometry, ctx: _Ctx) -> tuple[float, float]:
