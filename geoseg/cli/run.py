@@ -9,11 +9,11 @@ import click
 
 from geoseg.cli.options import PositiveInt
 
-_SCHEDULER_PREFIXES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
-
 
 def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is not None and not value.startswith(_SCHEDULER_PREFIXES):
+    from geoseg.pipeline._config import _SCHEDULER_RE
+
+    if value is not None and not _SCHEDULER_RE.match(value):
         raise click.BadParameter(f"{value!r} is not a scheduler address; use tcp://HOST:PORT")
     return value
 

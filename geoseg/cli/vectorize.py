@@ -6,13 +6,18 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import Number, PositiveInt, check_schema, overwrite_opt, workers_opt
+from geoseg.cli.options import (
+    Number,
+    PositiveInt,
+    check_schema,
+    overwrite_opt,
+    split_csv,
+    workers_opt,
+)
 
 
 def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in value.split(",") if s.strip())
-    if not names:
-        raise click.BadParameter("give at least one class, e.g. building,road")
+    names = split_csv(ctx, param, value) or ()
     if len(set(names)) != len(names):
         raise click.BadParameter(f"{value!r} repeats a class")
     return names

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geoseg._io import atomic_path
+from geoseg.checkpoint import file_sha256 as sha256_file
 from geoseg.errors import GeosegError, InputError
 
 __all__ = [
@@ -86,15 +86,6 @@ class RunLockedError(GeosegError):
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with milliseconds."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

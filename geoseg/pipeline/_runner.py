@@ -318,11 +318,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _classes_path(ctx: _Ctx, scene: str) -> Path:
-    return ctx.root / MAPS_DIR / f"{scene}_classes.tif"
+    from geoseg.predict import output_paths
+
+    return output_paths(ctx.root / MAPS_DIR, scene)["classes"]
 
 
 def _probs_path(ctx: _Ctx, scene: str) -> Path:
-    return ctx.root / MAPS_DIR / f"{scene}_probs.tif"
+    from geoseg.predict import output_paths
+
+    return output_paths(ctx.root / MAPS_DIR, scene)["probs"]
 
 
 def _recorded_output(ctx: _Ctx, scene: str, step: str, name: str) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -180,8 +181,6 @@ class _Ctx:
     stride: int
     geographic: bool
     unit: float  # CRS linear unit in metres (projected)
-    px_area_m2: float
-    px_m: float
     tol_px: float
     hole_px: float
     min_area: float
@@ -241,14 +240,20 @@ def _metres(
     return False, unit, px * unit
 
 
+@functools.cache
+def _wgs84() -> Any:
+    from pyproj import Geod
+
+    return Geod(ellps="WGS84")
+
+
 def _measure(geom: shapely.Geometry, ctx: _Ctx) -> tuple[float, float]:
     """(area m², perimeter or length m) of a map-coordinate geometry."""
     if ctx.geographic:
-        from pyproj import Geod
-
-        area, perim = Geod(ellps="WGS84").geometry_area_perimeter(geom)
+        geod = _wgs84()
         if isinstance(geom, LineString):
-            return 0.0, float(Geod(ellps="WGS84").geometry_length(geom))
+            return 0.0, float(geod.geometry_length(geom))
+        area, perim = geod.geometry_area_perimeter(geom)
         return abs(float(area)), float(perim)
     return float(geom.area) * ctx.unit**2, float(geom.length) * ctx.unit
 
@@ -283,6 +288,11 @@ def _features(pieces: list[Piece], parts: list[list[Polygon]], ctx: _Ctx) -> lis
         perim = shapely.length(geoms) * ctx.unit
     keep = (area > 0) & (area >= ctx.min_area)
     cls = np.array([p.cls for p in pieces], dtype=np.int64)[owner]
+    mean_prob = (
+        np.array([p.prob_sum / (255.0 * p.count) if p.count else np.nan for p in pieces])[owner]
+        if ctx.has_prob
+        else None
+    )
     out: list[Batch] = []
     for k, target in ctx.targets.items():
         sel = keep & (cls == k)
@@ -293,9 +303,8 @@ def _features(pieces: list[Piece], parts: list[list[Polygon]], ctx: _Ctx) -> lis
             "area_m2": area[sel],
             "perimeter_m": perim[sel],
         }
-        if ctx.has_prob:
-            mp = np.array([p.prob_sum / (255.0 * p.count) if p.count else np.nan for p in pieces])
-            values["mean_prob"] = mp[owner][sel]
+        if mean_prob is not None:
+            values["mean_prob"] = mean_prob[sel]
         out.append((target.layer, shapely.to_wkb(geoms[sel], output_dimension=2), values))
     return out
 
@@ -535,8 +544,6 @@ def vectorize_raster(
         stride=width + 1,
         geographic=geographic,
         unit=unit,
-        px_area_m2=px_m * px_m,
-        px_m=px_m,
         tol_px=options.simplify / px_m,
         hole_px=options.hole_area / (px_m * px_m),
         min_area=options.min_area,
@@ -545,11 +552,7 @@ def vectorize_raster(
     )
     ignore = tuple(sorted({IGNORE} | ({int(nodata)} if nodata is not None else set())))
     classes = tuple(t.cls for t in targets)
-    road = next((t for t in targets if t.name == schema.road_class), None)
-    if options.centerlines and road is None:
-        road_cls = schema.index(schema.road_class)
-    else:
-        road_cls = road.cls if road is not None else -1
+    road_cls = schema.index(schema.road_class) if options.centerlines else None
     building = next((t for t in targets if t.layer == "buildings"), None)
     margin = 2.0  # pixels: how far a regularized outline may move
     regularizer = (
@@ -582,7 +585,7 @@ def vectorize_raster(
             halo=c_halo,
             ctx=ctx,
             hold=(regularizer.cls,) if regularizer is not None else (),
-            road_cls=road_cls if options.centerlines else None,
+            road_cls=road_cls,
         )
 
     merger = BorderMerger(len(rows), len(rows[0]))

@@ -24,8 +24,6 @@ from shapely.geometry import MultiPolygon, Polygon
 
 __all__ = ["canonical_polygon", "node_mask"]
 
-_OUTSIDE = -1
-
 
 def node_mask(values: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
     """Pixel corners where three or more region borders meet.

@@ -115,14 +115,11 @@ class FeatureSink:
         if self.fmt == "gpkg":
             self._flush_gpkg(lyr, np.asarray(wkb, dtype=object))
         else:
-            self._flush_parquet(lyr, list(wkb), final=final)
+            self._flush_parquet(lyr, list(wkb))
         lyr.count += len(lyr.geoms)
         lyr.geoms = []
         lyr.values = {f: [] for f in lyr.fields}
         lyr.created = True
-        if final and lyr.parquet is not None:
-            lyr.parquet.close()
-            lyr.parquet = None
 
     def _flush_gpkg(self, lyr: _Layer, wkb: np.ndarray) -> None:
         pyogrio.raw.write(
@@ -154,7 +151,7 @@ class FeatureSink:
             {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col}}
         ).encode()
 
-    def _flush_parquet(self, lyr: _Layer, wkb: list[bytes], *, final: bool) -> None:
+    def _flush_parquet(self, lyr: _Layer, wkb: list[bytes]) -> None:
         arrays: list[pa.Array] = []
         names: list[str] = []
         for (f, kind), arr in zip(lyr.fields.items(), self._arrays(lyr), strict=False):
