@@ -61,22 +61,23 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     tmp = temp_sibling(final)
     try:
         yield tmp
+        aside = None
+        if final.is_dir() or (tmp.is_dir() and (final.exists() or final.is_symlink())):
+            # os.replace cannot replace a non-empty folder, nor a file by a folder: move
+            # whatever is there aside first.
+            aside = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(final, aside)
+        os.replace(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
-    aside = None
-    if final.is_dir():
-        # os.replace cannot replace a non-empty folder: move the old one aside first.
-        aside = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(final, aside)
-    os.replace(tmp, final)
     if aside is not None:
         _remove(aside)
     _remove(Path(str(tmp) + ".aux.xml"))
 
 
 def _remove(p: Path) -> None:
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

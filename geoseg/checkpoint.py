@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._io import atomic_path, ignoring
-from geoseg.errors import CheckpointError, SchemaError
+from geoseg.errors import CheckpointError, SchemaError, first_line
 from geoseg.schema import ClassSchema
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class Checkpoint:
         except RuntimeError as exc:
             raise CheckpointError(
                 f"checkpoint weights do not fit architecture {self.arch['name']!r}: "
-                f"{str(exc).splitlines()[0]}"
+                f"{first_line(exc)}"
             ) from None
         return model.eval()
 
@@ -200,15 +200,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
         with ignoring(UserWarning):
             payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(
             f"{p}: refused to load: the file contains objects other than weights and plain data "
-            f"({first[:160]}); it was tampered with or is not a geoseg checkpoint"
+            f"({first_line(exc, 160, 'unsafe content')}); it was tampered with or is not a "
+            "geoseg checkpoint"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(
             f"{p}: not a readable checkpoint (truncated or corrupt: "
-            f"{str(exc).splitlines()[0][:160]}); re-copy it or train again"
+            f"{first_line(exc, 160)}); re-copy it or train again"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

@@ -31,7 +31,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from geoseg.errors import ConfigError, InputError
+from geoseg.errors import ConfigError, InputError, first_line
 from geoseg.schema import IGNORE
 
 __all__ = [
@@ -297,7 +297,7 @@ def read_labelled_chip(
             valid = ds.dataset_mask() > 0
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(
-            f"{path}: cannot read chip ({str(exc).splitlines()[0]}); re-run `geoseg tile`"
+            f"{path}: cannot read chip ({first_line(exc)}); re-run `geoseg tile`"
         ) from None
     if not names or names[-1] != LABEL_BAND:
         raise InputError(

@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "OutputExistsError",
     "SchemaError",
+    "first_line",
 ]
 
 
@@ -54,3 +55,12 @@ class ConfigError(InputError):
 
 class OutputExistsError(GeosegError):
     """An output exists and ``overwrite`` was not requested."""
+
+
+def first_line(exc: BaseException, limit: int = 200, default: str | None = None) -> str:
+    """The first line of ``exc``'s message, cut to ``limit`` characters.
+
+    An empty message gives ``default``, or else the exception's type name.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else (default or type(exc).__name__)

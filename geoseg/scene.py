@@ -49,6 +49,7 @@ from geoseg.errors import (
     CRSMismatchError,
     GridMismatchError,
     InputError,
+    first_line,
 )
 from geoseg.grid import GeoBox, metres_per_unit
 from geoseg.schema import IGNORE, ClassSchema, load_schema
@@ -152,7 +153,7 @@ def _open(path: Path, what: str) -> rasterio.DatasetReader:
 
 
 def _gdal_msg(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return first_line(exc)
 
 
 def _is_georeferenced(ds: rasterio.DatasetReader) -> bool:

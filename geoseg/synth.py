@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from geoseg import __version__
-from geoseg._io import atomic_path, check_output, temp_sibling
+from geoseg._io import atomic_path
 from geoseg.errors import InputError
 from geoseg.grid import GeoBox
 from geoseg.schema import IGNORE, POTSDAM
@@ -331,11 +330,10 @@ def synthesize(
     if scenes < 1:
         raise InputError(f"scenes={scenes}: the number of scenes must be >= 1")
     _check_size_seed(size, seed)
-    final = check_output(out_dir, overwrite=overwrite)
+    final = Path(out_dir)
     ids = tuple(scene_id(i) for i in range(scenes))
     buildings: list[dict[str, Any]] = []
     roads: list[dict[str, Any]] = []
-    trash: Path | None = None
     with atomic_path(final, overwrite=overwrite) as tmp:
         tmp.mkdir()
         for i, sid in enumerate(ids):
@@ -373,16 +371,6 @@ def synthesize(
             "sun_elevation_deg": SUN_ELEVATION_DEG,
         }
         (tmp / "synth.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if final.exists() or final.is_symlink():
-            # atomic_path cannot rename a folder onto a non-empty folder: move the old one
-            # aside at the last moment and delete it once the new one is in place.
-            trash = temp_sibling(final)
-            os.replace(final, trash)
-    if trash is not None:
-        if trash.is_dir() and not trash.is_symlink():
-            shutil.rmtree(trash)
-        else:
-            trash.unlink()
     return SynthResult(
         root=final,
         scene_ids=ids,

@@ -84,6 +84,10 @@ def test_truncated_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(plain)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: not a readable checkpoint"):
+        load_checkpoint(empty)
 
 
 def test_malformed_fields(tmp_path: Path) -> None:

@@ -45,3 +45,19 @@ def test_atomic_path_replaces_a_folder(tmp_path: Path) -> None:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_atomic_folder_replaces_a_symlink_or_a_file_without_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "x").write_text("x")
+    (tmp_path / "out").symlink_to("target")
+    with atomic_path(tmp_path / "out", overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "target"]
+    assert (tmp_path / "target" / "x").exists() and not (tmp_path / "out").is_symlink()
+    (tmp_path / "f").write_text("file")
+    with atomic_path(tmp_path / "f", overwrite=True) as tmp:
+        tmp.mkdir()
+    assert (tmp_path / "f").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "out", "target"]

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from geoseg.errors import BandMismatchError, CheckpointError, InputError
+from geoseg.errors import BandMismatchError, CheckpointError, InputError, first_line
 
 __all__ = ["RGB", "InitReport", "find_resnet_backbone", "load_init_weights"]
 
@@ -203,7 +203,7 @@ def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
         IndexError,
         KeyError,
     ) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(f"{p}: not a readable torch state dict ({reason}); {hint}") from None
     while isinstance(obj, Mapping):
         inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), Mapping)), None)
