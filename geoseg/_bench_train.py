@@ -72,7 +72,7 @@ def _timings(
 
     from geoseg.losses import build_loss
     from geoseg.models import build_model
-    from geoseg.train import _evaluate
+    from geoseg.train import _evaluate, _train_step
 
     args = {} if config.encoder is None else {"encoder": config.encoder}
     model = build_model(config.model, in_channels=in_channels, num_classes=6, **args)
@@ -85,10 +85,7 @@ def _timings(
     times = []
     for _ in range(4):
         t = time.perf_counter()
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _train_step(model, x, y, loss_fn=loss_fn, opt=opt, device=torch.device("cpu"))
         times.append(time.perf_counter() - t)
     native = model_chip * config.downsample
     batch = [

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geoseg.errors import ConfigError, InputError, first_line
 from geoseg.schema import IGNORE
+from geoseg.tiles import LABEL_BAND, read_chip_masked
 
 __all__ = [
     "BandStats",
@@ -51,7 +52,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LABEL_BAND = "label"
 
 Key = int | tuple[int, int]
 
@@ -291,21 +291,17 @@ def read_labelled_chip(
         InputError: The chip cannot be read or has no ``label`` band.
     """
     try:
-        with rasterio.open(path) as ds:
-            names = [d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1)]
-            data = ds.read(out_dtype=np.float32)
-            valid = ds.dataset_mask() > 0
+        image, valid, labels, names = read_chip_masked(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(
             f"{path}: cannot read chip ({first_line(exc)}); re-run `geoseg tile`"
         ) from None
-    if not names or names[-1] != LABEL_BAND:
+    if labels is None:
         raise InputError(
             f"{path}: chip has no '{LABEL_BAND}' band; training needs a store tiled from "
             "labelled scenes"
         )
-    labels = np.where(valid, data[-1], IGNORE).astype(np.uint8)
-    return data[:-1], valid, labels, names[:-1]
+    return image, valid, labels, names
 
 
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

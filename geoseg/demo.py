@@ -7,7 +7,6 @@ scene -> vectorize buildings and roads -> evaluate pixels and buildings against 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoseg._io import atomic_path, check_output
+from geoseg._io import check_output
 
 __all__ = ["DemoReport", "run_demo"]
 
@@ -60,7 +59,7 @@ def run_demo(
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
-    from geoseg.evaluate import evaluate_rasters, evaluate_vectors
+    from geoseg.evaluate import evaluate_rasters, evaluate_vectors, write_report
     from geoseg.predict import PredictOptions, predict_scenes
     from geoseg.scene import resolve_scenes
     from geoseg.synth import synthesize
@@ -154,10 +153,7 @@ def run_demo(
     report.figures["test overall accuracy"] = pixels.overall_accuracy
     report.figures["building F1 (IoU > 0.5)"] = buildings.f1
     metrics = root / "metrics.json"
-    with atomic_path(metrics) as tmp:
-        tmp.write_text(
-            json.dumps({"pixels": pixels.to_dict(), "buildings": buildings.to_dict()}, indent=2)
-        )
+    write_report({"pixels": pixels.to_dict(), "buildings": buildings.to_dict()}, metrics)
     report.outputs["metrics (JSON)"] = metrics
     report.seconds["evaluate"] = time.perf_counter() - t
     report.table = pixels.format_table()

@@ -426,9 +426,12 @@ def match_objects_by_group(
     rank[order] = np.arange(len(order))
     groups: dict[str, ObjectMetrics] = {}
     truth_iou = np.full(len(tgeoms), np.nan)
-    for key in sorted(set(pkey) | set(tkey)):
-        p_pos = np.flatnonzero(pkey == key)
-        t_pos = np.flatnonzero(tkey == key)
+    keys, inverse = np.unique(np.concatenate([pkey, tkey]).astype(str), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    pgroups = _split_by(inverse[: len(pkey)], len(keys))
+    tgroups = _split_by(inverse[len(pkey) :], len(keys))
+    for g, key in enumerate(keys.tolist()):
+        p_pos, t_pos = pgroups[g], tgroups[g]
         local_order = np.argsort(rank[p_pos], kind="stable")
         m = _match_positions(
             pgeoms[p_pos],
@@ -445,3 +448,9 @@ def match_objects_by_group(
     pooled = ObjectMetrics.combine(groups.values())
     total = ObjectMetrics(pooled.tp, pooled.fp, pooled.fn, pooled.matches, truth_iou)
     return GroupedObjectMetrics(groups=groups, total=total)
+
+
+def _split_by(group: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp]]:
+    """Positions of each group 0..n-1, ascending."""
+    order = np.argsort(group, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(group, minlength=n))[:-1])

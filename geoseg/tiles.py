@@ -49,6 +49,7 @@ __all__ = [
     "TileOptions",
     "TileReport",
     "read_chip",
+    "read_chip_masked",
     "read_store",
     "tile_scenes",
 ]
@@ -455,14 +456,21 @@ def read_store(root: str | os.PathLike[str]) -> tuple[dict, gpd.GeoDataFrame]:
     return meta, gpd.read_file(root / "index.gpkg", layer="chips", engine="pyogrio")
 
 
-def read_chip(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read a chip: image bands (float32), labels (uint8, 255 = ignore) or None, band names."""
+def read_chip_masked(
+    path: str | os.PathLike[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+    """Read a chip: image bands (float32), validity, labels (uint8, 255 = ignore) or None, names."""
     with rasterio.open(path) as ds:
         names = [d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1)]
-        data = ds.read()
+        data = ds.read(out_dtype=np.float32)
         valid = ds.dataset_mask() > 0
     if names and names[-1] == LABEL_BAND:
-        lab = data[-1].astype(np.uint8)
-        lab[~valid] = IGNORE
-        return data[:-1], lab, names[:-1]
-    return data, None, names
+        lab = np.where(valid, data[-1], IGNORE).astype(np.uint8)
+        return data[:-1], valid, lab, names[:-1]
+    return data, valid, None, names
+
+
+def read_chip(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read a chip: image bands (float32), labels (uint8, 255 = ignore) or None, band names."""
+    data, _, lab, names = read_chip_masked(path)
+    return data, lab, names

@@ -417,8 +417,8 @@ def _evaluate(
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, weight = 0.0, 0
     with torch.no_grad():
-        for x, y in loader:
-            x, y = _to_device(x, y, device)
+        for x, y_host in loader:
+            x, y = _to_device(x, y_host, device)
             with _autocast(device):
                 logits = model(x)
             logits = logits.float()
@@ -435,7 +435,7 @@ def _evaluate(
                 loss_sum += float(loss_fn(logits, y)) * n_valid
                 weight += n_valid
             pred = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            cm += confusion_matrix(pred, y.to(torch.uint8).cpu().numpy(), num_classes=num_classes)
+            cm += confusion_matrix(pred, y_host.numpy(), num_classes=num_classes)
     return _EvalResult(cm, loss_sum / weight if weight else math.nan)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +70,22 @@ def raster_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_raster(tmp_path / name, data, **kw)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: results do not depend on the core count, no OpenMP spinning."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy labelled store of tests.train_helpers (3 scenes of 128 px, 64 px chips)."""
+    from tests.train_helpers import make_store
+
+    return make_store(tmp_path_factory.mktemp("train_store"), n=3, size=128, chip=64)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +26,13 @@ from geoseg.scene import SceneSpec
 from geoseg.schema import POTSDAM
 from geoseg.tiles import TileOptions, read_store, tile_scenes
 from tests.conftest import write_raster
-from tests.train_helpers import make_store
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_store(tmp_path_factory.mktemp("data"), n=3, size=128, chip=64)
+@pytest.fixture
+def store(train_store: Path) -> Path:
+    return train_store
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,19 +36,12 @@ TINY = TrainConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # One thread: results do not depend on the machine's core count, and no OpenMP
-    # spinning against other processes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_store(tmp_path_factory.mktemp("train"), n=3, size=128, chip=64)
+@pytest.fixture
+def store(train_store: Path) -> Path:
+    return train_store
 
 
 def rows(path: Path) -> list[dict[str, str]]:

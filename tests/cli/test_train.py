@@ -1,31 +1,23 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from geoseg.checkpoint import load_checkpoint
 from geoseg.cli.main import cli
-from tests.train_helpers import make_store
 
 FAST = ["--model", "fcn_resnet18", "--chip-size", "32", "--batch-size", "4", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_store(tmp_path_factory.mktemp("cli_train"), n=3, size=128, chip=64)
+@pytest.fixture
+def store(train_store: Path) -> Path:
+    return train_store
 
 
 def run(*args: str) -> tuple[int, str]:
