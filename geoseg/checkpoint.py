@@ -244,8 +244,6 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
             config=dict(payload.get("config") or {}),
             geoseg_version=str(payload.get("geoseg_version", "")),
         )
-    except CheckpointError:
-        raise
     except (TypeError, ValueError, SchemaError) as exc:
         raise CheckpointError(f"{p}: checkpoint content is malformed ({exc})") from None
 

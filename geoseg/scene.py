@@ -31,7 +31,7 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +196,10 @@ class _Source:
             return
         if grid.crs is None:
             raise CRSMismatchError(f"{self.path}: cannot align {what} to an image without a CRS")
+        self._check_overlap(ds, grid)
         if ds.crs != grid.crs:
-            self._check_overlap(ds, grid)
             self._warp(grid, resampling)
             return
-        self._check_overlap(ds, grid)
         st, gt = ds.transform, grid.transform
         same_res = math.isclose(st.a, gt.a, rel_tol=1e-9) and math.isclose(st.e, gt.e, rel_tol=1e-9)
         if same_res and st.b == 0 and st.d == 0 and gt.b == 0 and gt.d == 0:
@@ -390,11 +389,6 @@ class Scene:
         """Whether the scene has a label source."""
         return self._labels is not None
 
-    @property
-    def image_dtype(self) -> str:
-        """The image's pixel type."""
-        return str(self._image.ds.dtypes[0])
-
     def check_bands(self, bands: Sequence[str]) -> None:
         """Raise :class:`BandMismatchError` naming every band the scene lacks."""
         missing = [b for b in bands if b not in self.band_names]
@@ -544,7 +538,6 @@ class _Ground:
 
     factor: int
     grid: npt.NDArray[np.float32]  # coarse cells; NaN where no valid DSM
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sample(self, window: Window) -> npt.NDArray[np.float32]:
         """Bilinear ground heights at the window's pixel centres (edges clamped).
@@ -589,19 +582,28 @@ def _linear_taps(
 
 _GROUND_CACHE: dict[tuple[str, str, float], _Ground] = {}
 _GROUND_LOCK = threading.Lock()
+_GROUND_ESTIMATING: dict[tuple[str, str, float], threading.Lock] = {}
 
 
 def _ground(scene: Scene) -> _Ground:
     assert scene._dsm is not None
     src = scene._dsm
     key = (str(src.path), str(scene.spec.image), src.path.stat().st_mtime)
-    with _GROUND_LOCK:
+    with _GROUND_LOCK:  # held only to look up: other scenes never wait for an estimate
         g = _GROUND_CACHE.get(key)
+        if g is not None:
+            return g
+        estimating = _GROUND_ESTIMATING.setdefault(key, threading.Lock())
+    with estimating:  # one estimate per scene, however many blocks ask at once
+        with _GROUND_LOCK:
+            g = _GROUND_CACHE.get(key)
         if g is None:
             g = _estimate_ground(scene)
-            if len(_GROUND_CACHE) > 16:
-                _GROUND_CACHE.clear()
-            _GROUND_CACHE[key] = g
+            with _GROUND_LOCK:
+                if len(_GROUND_CACHE) > 16:
+                    _GROUND_CACHE.clear()
+                _GROUND_CACHE[key] = g
+                _GROUND_ESTIMATING.pop(key, None)
     return g
 
 

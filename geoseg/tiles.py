@@ -322,8 +322,7 @@ def _write_chip(
     unknown = 0
     arrays = [block.data]
     if scene.has_labels:
-        lab, unknown = scene.read_labels(window)
-        lab = lab.copy()
+        lab, unknown = scene.read_labels(window)  # a new array: ours to change
         lab[~block.valid] = IGNORE
         hist = np.bincount(lab.ravel(), minlength=256)
         histogram = [int(v) for v in hist[:n]]
