@@ -30,12 +30,12 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from geoseg.grid import axis_starts
+from geoseg.options import BlendKind
 from geoseg.schema import IGNORE
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "weight_window",
 ]
 
-BlendKind = Literal["hann", "spline", "mean"]
 
 WEIGHT_FLOOR = 1e-3
 """Smallest weight a window gives a pixel of its tile (keeps the weight sum positive)."""

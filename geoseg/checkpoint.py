@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg._io import atomic_path, ignoring
+from geoseg._io import atomic_path
+from geoseg._torch import safe_load
 from geoseg.errors import CheckpointError, SchemaError, first_line
 from geoseg.schema import ClassSchema
 
@@ -190,26 +189,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
     Raises:
         CheckpointError: Missing, truncated, tampered with, or not a geoseg checkpoint.
     """
-    import torch
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found; give the .pt file `geoseg train` wrote")
-    try:
-        # torch warns about foreign pickle protocols before refusing them; we report instead.
-        with ignoring(UserWarning):
-            payload = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{p}: refused to load: the file contains objects other than weights and plain data "
-            f"({first_line(exc, 160, 'unsafe content')}); it was tampered with or is not a "
-            "geoseg checkpoint"
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"{p}: not a readable checkpoint (truncated or corrupt: "
-            f"{first_line(exc, 160)}); re-copy it or train again"
-        ) from None
+    payload = safe_load(
+        p,
+        map_location=map_location,
+        what="checkpoint",
+        hint="re-copy it or train again",
+    )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{p}: not a geoseg checkpoint (no '{FORMAT}' marker); use a file written by "

@@ -162,25 +162,30 @@ def downsample_mean(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
     """Block-average an image by ``factor`` over its valid pixels only.
 
+    The one downsampling rule of geoseg: training chips and prediction tiles read at a
+    coarser model GSD both go through it, so the two agree at nodata edges.
+
     Args:
-        image: ``(C, H, W)``; H and W are padded (as invalid) to a multiple of ``factor``.
-        valid: ``(H, W)`` validity.
+        image: ``(..., C, H, W)``; H and W are padded (as invalid) to a multiple of
+            ``factor``.
+        valid: ``(..., H, W)`` validity.
         factor: Block edge (1 returns the inputs).
 
     Returns:
-        The ``(C, H/f, W/f)`` mean of the valid pixels of each block (0 where a block has
-        none) and the blocks' validity (at least one valid pixel).
+        The ``(..., C, H/f, W/f)`` mean of the valid pixels of each block (0 where a block
+        has none) and the blocks' validity ``(..., H/f, W/f)`` (at least one valid pixel).
     """
     if factor == 1:
         return image, valid
-    img = _pad_to(np.where(valid, image, 0).astype(np.float32), factor, 0)
+    img = _pad_to(np.where(valid[..., None, :, :], image, 0).astype(np.float32), factor, 0)
     v = _pad_to(valid, factor, False)
-    c, h, w = img.shape
+    *lead, c, h, w = img.shape
     hb, wb = h // factor, w // factor
-    sums = img.reshape(c, hb, factor, wb, factor).sum(axis=(2, 4), dtype=np.float64)
-    counts = v.reshape(hb, factor, wb, factor).sum(axis=(1, 3))
-    out = np.zeros((c, hb, wb), dtype=np.float32)
-    np.divide(sums, counts, out=out, where=counts > 0, casting="unsafe")
+    sums = img.reshape(*lead, c, hb, factor, wb, factor).sum(axis=(-3, -1), dtype=np.float64)
+    counts = v.reshape(*lead, hb, factor, wb, factor).sum(axis=(-3, -1))
+    out = np.zeros((*lead, c, hb, wb), dtype=np.float32)
+    per_band = counts[..., None, :, :]
+    np.divide(sums, per_band, out=out, where=per_band > 0, casting="unsafe")
     return out, counts > 0
 
 

@@ -61,7 +61,7 @@ def run_demo(
     """
     from geoseg.evaluate import evaluate_rasters, evaluate_vectors, write_report
     from geoseg.predict import PredictOptions, predict_scenes
-    from geoseg.scene import resolve_scenes
+    from geoseg.raster import resolve_scenes
     from geoseg.synth import synthesize
     from geoseg.tiles import TileOptions, tile_scenes
     from geoseg.train import TrainConfig, train

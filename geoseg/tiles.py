@@ -12,7 +12,8 @@ the image/elevation bands (named in the band descriptions) and, when the scene h
 a last band ``label`` of class indices (255 = ignore). Invalid pixels (nodata, outside the
 scene) are 0 in the image bands, 255 in the label band, and masked in the GeoTIFF's
 per-dataset mask. Chip metadata (scene, window, valid fraction, histogram) is also stored
-in its tags, so the index can be rebuilt from the chips alone.
+in its tags (:class:`geoseg.raster.tags.ChipTags`), so the index can be rebuilt from the
+chips alone.
 
 Chips are written to a temporary name and renamed, so a chip that exists is complete;
 re-running with the same options skips them.
@@ -28,16 +29,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path
-from geoseg.errors import BandMismatchError, ConfigError, InputError, OutputExistsError
+from geoseg.errors import BandMismatchError, InputError, OutputExistsError
 from geoseg.grid import tile_windows
-from geoseg.scene import Scene, SceneSpec
+from geoseg.options import ChipCompression, TileOptions
+from geoseg.raster.scene import Scene, SceneSpec
+from geoseg.raster.tags import ChipTags, write_tags
 from geoseg.schema import IGNORE, ClassSchema
 
 if TYPE_CHECKING:
@@ -54,40 +57,13 @@ __all__ = [
     "tile_scenes",
 ]
 
-CHIP_COMPRESSION = ("deflate", "zstd", "lzw", "none")
+CHIP_COMPRESSION: tuple[str, ...] = get_args(ChipCompression)
 """GeoTIFF compressions a chip store may use."""
 
 logger = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 LABEL_BAND = "label"
-
-
-@dataclass(frozen=True)
-class TileOptions:
-    """How chips are cut.
-
-    Attributes:
-        size: Chip edge in pixels.
-        overlap: Pixels shared by neighbouring chips.
-        min_valid: Chips whose valid fraction is below this are skipped.
-        bands: Bands written, in order; None means every scene band but the absolute DSM.
-        compress: GeoTIFF compression of the chips: ``deflate`` (small), ``zstd``, ``lzw`` or
-            ``none`` (about 4 x larger, read about 2 x faster: for a GPU whose loader cannot
-            keep up).
-    """
-
-    size: int = 512
-    overlap: int = 64
-    min_valid: float = 0.5
-    bands: tuple[str, ...] | None = None
-    compress: str = "deflate"
-
-    def __post_init__(self) -> None:
-        if self.compress not in CHIP_COMPRESSION:
-            raise ConfigError(
-                f"compress={self.compress!r}: use one of {', '.join(CHIP_COMPRESSION)}"
-            )
 
 
 @dataclass(frozen=True)
@@ -127,7 +103,7 @@ def _store_meta(opts: TileOptions, bands: Sequence[str], schema: ClassSchema, la
         "format": "geoseg-tiles",
         "version": STORE_VERSION,
         "size": opts.size,
-        "overlap": opts.overlap,
+        "overlap": opts.chip_overlap,
         "min_valid": opts.min_valid,
         "compress": opts.compress,
         "bands": list(bands),
@@ -204,7 +180,7 @@ def tile_scenes(
     jobs = [
         (spec, w)
         for spec, shape in zip(scenes, shapes, strict=True)
-        for w in tile_windows(shape, size=options.size, overlap=options.overlap)
+        for w in tile_windows(shape, size=options.size, overlap=options.chip_overlap)
     ]
     local = threading.local()
     opened: list[Scene] = []
@@ -356,21 +332,20 @@ def _write_chip(
         dst.write_mask(block.valid.astype(np.uint8) * 255)
         for i, band in enumerate(names, start=1):
             dst.set_band_description(i, band)
-        dst.update_tags(
-            GEOSEG_SCENE=scene.id,
-            GEOSEG_WINDOW=json.dumps(
-                [
-                    int(window.col_off),
-                    int(window.row_off),
-                    int(window.width),
-                    int(window.height),
-                ]
+        chip = ChipTags(
+            scene=scene.id,
+            window=(
+                int(window.col_off),
+                int(window.row_off),
+                int(window.width),
+                int(window.height),
             ),
-            GEOSEG_BANDS=json.dumps(names),
-            GEOSEG_VALID=f"{valid_fraction:.6f}",
-            GEOSEG_HISTOGRAM=json.dumps(histogram),
-            GEOSEG_IGNORED=str(ignored),
+            bands=tuple(names),
+            valid_fraction=valid_fraction,
+            histogram=tuple(histogram),
+            ignored=ignored,
         )
+        write_tags(dst, chip.to_tags())
     record = ChipRecord(
         path=name,
         scene=scene.id,
@@ -390,18 +365,18 @@ def _write_chip(
 def _record_from_chip(root: Path, path: str) -> ChipRecord:
     """The index row of a chip written earlier, from its tags."""
     with rasterio.open(root / path) as ds:
-        tags = ds.tags()
-        col, row, w, h = json.loads(tags["GEOSEG_WINDOW"])
+        chip = ChipTags.from_tags(ds.tags())
+        col, row, w, h = chip.window
         return ChipRecord(
             path=path,
-            scene=tags["GEOSEG_SCENE"],
+            scene=chip.scene,
             col_off=col,
             row_off=row,
             width=w,
             height=h,
-            valid_fraction=float(tags["GEOSEG_VALID"]),
-            histogram=tuple(json.loads(tags["GEOSEG_HISTOGRAM"])),
-            ignored=int(tags.get("GEOSEG_IGNORED", 0)),
+            valid_fraction=chip.valid_fraction,
+            histogram=chip.histogram,
+            ignored=chip.ignored,
             footprint=tuple(ds.bounds),  # type: ignore[arg-type]
             crs=ds.crs.to_string() if ds.crs else "",
         )

@@ -22,7 +22,7 @@ from geoseg.data import (
     split_scenes,
 )
 from geoseg.errors import ConfigError, InputError
-from geoseg.scene import SceneSpec
+from geoseg.raster import SceneSpec
 from geoseg.schema import POTSDAM
 from geoseg.tiles import TileOptions, read_store, tile_scenes
 from tests.conftest import write_raster

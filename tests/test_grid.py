@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from geoseg.grid import GeoBox, axis_starts, tile_windows
+from geoseg.grid import GeoBox, axis_starts, block_rows, block_windows, tile_windows
 
 
 def test_axis_starts_shift_last_back_inside() -> None:
@@ -59,3 +59,21 @@ def test_geobox_window_transform_offsets_by_window() -> None:
     assert gb.window_transform(w) == Affine(0.5, 0, 1005, 0, -0.5, 1990)
     assert gb.bounds == (1000, 1960, 1050, 2000)
     assert gb.window(w).shape == (30, 30)
+
+
+@given(h=st.integers(1, 90), w=st.integers(1, 90), block=st.integers(1, 40))
+@settings(max_examples=60, deadline=None)
+def test_block_windows_cover_each_pixel_once(h: int, w: int, block: int) -> None:
+    count = np.zeros((h, w), int)
+    for win in block_windows(h, w, block):
+        assert 0 < win.width <= block and 0 < win.height <= block
+        count[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width] += 1
+    assert (count == 1).all()
+    rows = block_rows(h, w, block)
+    assert [x for row in rows for x in row] == list(block_windows(h, w, block))
+    assert len({win.row_off for win in rows[0]}) == 1
+
+
+def test_block_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="block_size=0"):
+        block_rows(10, 10, 0)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from rasterio.windows import Window
 
 from geoseg.errors import OutputExistsError
-from geoseg.scene import SceneSpec
+from geoseg.raster import SceneSpec
 from geoseg.schema import POTSDAM
 from geoseg.tiles import TileOptions, read_chip, read_store, tile_scenes
 from tests.conftest import POTSDAM_TF, coord_image, real_data, write_raster

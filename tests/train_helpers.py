@@ -1,16 +1,34 @@
-"""Tiny labelled tile stores for the data/train tests (generated, fixed seeds)."""
+"""Tiny labelled tile stores and training options for the data/train tests (fixed seeds)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 from affine import Affine
 
-from geoseg.scene import SceneSpec
+from geoseg.raster import SceneSpec
 from geoseg.schema import POTSDAM
 from geoseg.tiles import TileOptions, tile_scenes
+from geoseg.train import TrainConfig
 from tests.conftest import POTSDAM_TF, write_raster
+
+TIMING = {"train_seconds", "val_seconds", "seconds", "chips_per_s", "data_wait_fraction"}
+
+# Small and fast: 2 training scenes of 4 chips of 64 px, random 32 px crops, batches of 4
+# -> 2 steps per epoch; validation on the 4 whole chips of scene s2.
+TINY = TrainConfig(
+    model="fcn_resnet18",
+    chip_size=32,
+    epochs=2,
+    batch_size=4,
+    lr=3e-3,
+    val_scenes=("s2",),
+    device="cpu",
+    seed=0,
+)
 
 # A distinct colour per class (R, G, B, IR): a learnable toy problem.
 CLASS_COLOURS = np.array(
@@ -63,3 +81,16 @@ def make_store(
     store = root / "store"
     tile_scenes(specs, store, options=TileOptions(size=chip, overlap=overlap, min_valid=0.2))
     return store
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rs: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rs]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""``geoseg bench``: throughput and memory benchmarks."""
+"""``geoseg bench``: throughput, memory and quality benchmarks (:mod:`geoseg.bench`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from typing import Any, TypeVar
 import click
 
 from geoseg.cli.options import (
+    Fraction,
+    Number,
     PositiveInt,
     batch_size_opt,
     check_overlap,
     device_opt,
     precision_opt,
+    record_option,
     workers_opt,
 )
+from geoseg.options import Device, PredictOptions, VectorizeOptions, choices_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,14 +42,16 @@ def _seconds_opt(what: str) -> Callable[[F], F]:
     )
 
 
-@click.group(short_help="Benchmarks (prediction and training throughput, memory).")
+@click.group(short_help="Benchmarks (throughput, memory, training quality).")
 def bench() -> None:
-    """Measure how fast and how lean prediction and training are on synthetic data.
+    """Measure how fast, how lean and how good geoseg is on synthetic data.
 
     \b
     $ geoseg bench predict --size 12000 --model fcn_resnet50 --device cuda --cache ~/.bench
     $ geoseg bench memory --size 6000 --size 24000 --cache ~/.bench
     $ geoseg bench train --model fcn_resnet50 --device cuda --cache ~/.bench
+    $ geoseg bench quality --minutes 15
+    $ geoseg bench vectorize --size 20000 --cache ~/.bench
     """
 
 
@@ -62,25 +68,17 @@ def bench() -> None:
 @device_opt
 @batch_size_opt
 @precision_opt
-@click.option(
-    "--tile-size",
-    type=PositiveInt(16),
+# --size is the scene here; the bench makes its own checkpoint with a 512 px tile
+@record_option(
+    PredictOptions,
+    "tile_size",
+    flags=("--tile-size",),
     default=512,
     show_default=True,
-    is_eager=True,  # known when --overlap is checked
-    help="Tile edge.",
+    is_eager=True,
 )
-@click.option(
-    "--overlap",
-    type=PositiveInt(0),
-    default=128,
-    show_default=True,
-    callback=check_overlap,
-    help="Tile overlap.",
-)
-@click.option(
-    "--block-size", type=PositiveInt(64), default=2048, show_default=True, help="Block edge."
-)
+@record_option(PredictOptions, "overlap", callback=check_overlap)
+@record_option(PredictOptions, "block_size")
 @_cache_opt("the synthetic scene and checkpoint")
 @_seconds_opt("model-only")
 @workers_opt
@@ -91,7 +89,7 @@ def bench_predict_cmd(
     batch_size: int | None,
     precision: str,
     tile_size: int,
-    overlap: int,
+    overlap: int | None,
     block_size: int,
     cache: str | None,
     seconds: float,
@@ -232,6 +230,194 @@ def bench_train_cmd(
         epochs=epochs,
         cache=cache,
         min_model_seconds=seconds,
+    )
+    for line in report.summary():
+        click.echo(line)
+
+
+@bench.command("quality", short_help="Training quality within a time budget (test mIoU).")
+@click.option(
+    "--minutes",
+    type=Number(0.0, exclusive=True),
+    default=15.0,
+    show_default=True,
+    help="Wall-time budget, all steps.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="bench_train",
+    show_default=True,
+    help="Work folder: scenes, tile stores, model and bench_train.json.",
+)
+@click.option(
+    "--train-scenes", type=PositiveInt(1), default=12, show_default=True, help="Training scenes."
+)
+@click.option(
+    "--test-scenes", type=PositiveInt(1), default=3, show_default=True, help="Test scenes."
+)
+@click.option(
+    "--val-scenes",
+    type=PositiveInt(0),
+    default=1,
+    show_default=True,
+    help="Of the training scenes.",
+)
+@click.option(
+    "--scene-size",
+    type=PositiveInt(64),
+    default=2048,
+    show_default=True,
+    help="Scene edge, 5 cm pixels.",
+)
+@click.option(
+    "--chip",
+    type=PositiveInt(16),
+    default=1024,
+    show_default=True,
+    help="Store chip edge, 5 cm pixels.",
+)
+@click.option(
+    "--overlap",
+    type=PositiveInt(0),
+    default=0,
+    show_default=True,
+    help="Training store chip overlap.",
+)
+@click.option(
+    "--downsample",
+    type=PositiveInt(1),
+    default=4,
+    show_default=True,
+    help="Model GSD = 5 cm x this.",
+)
+@click.option(
+    "--crop",
+    type=PositiveInt(0),
+    default=128,
+    show_default=True,
+    help="Training crop, model pixels (0: whole chips).",
+)
+@click.option("--model", default="unet", show_default=True, help="Registered architecture.")
+@click.option(
+    "--encoder",
+    default="resnet18",
+    show_default=True,
+    help="Encoder of the smp models ('' for the model's default).",
+)
+@click.option(
+    "--batch-size", type=PositiveInt(1), default=8, show_default=True, help="Chips per step."
+)
+@click.option(
+    "--lr",
+    type=Number(0.0, exclusive=True),
+    default=3e-3,
+    show_default=True,
+    help="Peak learning rate.",
+)
+@click.option("--loss", default="ce+dice", show_default=True, help="Loss spec.")
+@click.option(
+    "--class-weights",
+    type=click.Choice(["none", "median_frequency"]),
+    default="none",
+    show_default=True,
+    help="Class weights of a wce loss term.",
+)
+@click.option(
+    "--epochs",
+    type=PositiveInt(1),
+    default=None,
+    show_default="as many as fit",
+    help="Training epochs.",
+)
+@click.option(
+    "--workers",
+    type=PositiveInt(0),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(choices_of(Device) or ()),
+    default="cpu",
+    show_default=True,
+    help="Training and test device (give --epochs off the CPU: the budget planning times "
+    "steps on the CPU).",
+)
+@click.option(
+    "--threads",
+    type=PositiveInt(1),
+    default=None,
+    show_default="all",
+    help="torch threads.",
+)
+@click.option("--seed", type=PositiveInt(0), default=0, show_default=True, help="Training seed.")
+@click.option(
+    "--safety",
+    type=Fraction(),
+    default=0.75,
+    show_default=True,
+    help="Fraction of the time left that the planned epochs may take (the rest absorbs "
+    "other processes slowing the run down).",
+)
+def bench_quality_cmd(**params: Any) -> None:
+    """Train on synthetic scenes within a time budget; score the model on unseen scenes.
+
+    Synthesizes training scenes (seed 0) and test scenes (seed 1), tiles them, trains for
+    as many epochs as fit in --minutes (timed on the CPU first), scores the best checkpoint
+    on every test chip at 5 cm and writes WORKDIR/bench_train.json. Use -v to follow it.
+
+    \b
+    $ geoseg bench quality --minutes 15
+    $ geoseg bench quality --device cuda --model fcn_resnet50 --encoder '' --downsample 1 \\
+        --epochs 30 --workdir bench_gpu
+    """
+    from geoseg.bench import bench_quality
+
+    if params["chip"] > params["scene_size"]:
+        raise click.BadParameter(
+            f"{params['chip']} exceeds --scene-size ({params['scene_size']})", param_hint="--chip"
+        )
+    if params["val_scenes"] >= params["train_scenes"]:
+        raise click.BadParameter(
+            f"{params['val_scenes']} leaves no training scene of --train-scenes "
+            f"({params['train_scenes']}); use fewer",
+            param_hint="--val-scenes",
+        )
+    report = bench_quality(**params)
+    for line in report.summary():
+        click.echo(line)
+
+
+@bench.command("vectorize", short_help="Vectorize throughput and memory against a naive way.")
+@click.option(
+    "--size",
+    type=PositiveInt(64),
+    default=20000,
+    show_default=True,
+    help="Class map edge (px).",
+)
+@record_option(VectorizeOptions, "block_size")
+@record_option(VectorizeOptions, "workers")
+@click.option("--seed", type=PositiveInt(0), default=0, show_default=True, help="Data seed.")
+@_cache_opt("the synthetic class map")
+def bench_vectorize_cmd(
+    size: int, block_size: int, workers: int, seed: int, cache: str | None
+) -> None:
+    """Vectorize a synthetic class map with geoseg and the naive way; compare speed and memory.
+
+    geoseg's block-wise vectorize (buildings and roads) and the naive whole-raster
+    rasterio.features.shapes + shapely run on the same raster, each in a child process;
+    for each: Mpx/s and peak RSS (and geoseg's largest worker).
+
+    \b
+    $ geoseg bench vectorize --size 20000 --workers 2 --cache ~/.bench
+    """
+    from geoseg.bench import bench_vectorize
+
+    report = bench_vectorize(
+        size=size, block_size=block_size, workers=workers, seed=seed, cache=cache
     )
     for line in report.summary():
         click.echo(line)

@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
-from geoseg.cli.options import PositiveInt, overwrite_opt
+from geoseg.cli.options import overwrite_opt, record_option
+from geoseg.options import EvaluateOptions
 
 # Options that belong to one mode only: name -> (mode, flag).
 _RASTER_ONLY = {
     "schema": "--schema",
     "eroded": "--eroded",
-    "ignore_classes": "--ignore-class",
+    "ignore_class": "--ignore-class",
     "block_size": "--block-size",
     "min_miou": "--min-miou",
 }
@@ -73,36 +74,10 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
     callback=_schema_cb,
     help="Class schema: a built-in name or a YAML/JSON file.",
 )
-@click.option(
-    "--eroded",
-    type=PositiveInt(0),
-    default=0,
-    show_default=True,
-    metavar="PX",
-    help="Ignore truth pixels within PX px of a class boundary (ISPRS uses 3).",
-)
-@click.option(
-    "--ignore-class",
-    "ignore_classes",
-    multiple=True,
-    callback=_ignore_cb,
-    metavar="NAME",
-    help="Leave a class out of mIoU and mean F1 (repeatable), e.g. clutter.",
-)
-@click.option(
-    "--block-size",
-    type=PositiveInt(1),
-    default=1024,
-    show_default=True,
-    help="Pixels per block edge; memory grows with its square.",
-)
-@click.option(
-    "--min-miou",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    metavar="X",
-    help="Exit 1 when mIoU (a fraction, 0..1) is below X.",
-)
+@record_option(EvaluateOptions, "eroded", metavar="PX")
+@record_option(EvaluateOptions, "ignore_class", callback=_ignore_cb)
+@record_option(EvaluateOptions, "block_size")
+@record_option(EvaluateOptions, "min_miou", metavar="X")
 @click.option(
     "--layer", default=None, help="Prediction layer [default: buildings or the only one]."
 )
@@ -154,7 +129,7 @@ def evaluate(
     vectors: bool,
     schema: Any,
     eroded: int,
-    ignore_classes: tuple[str, ...],
+    ignore_class: tuple[str, ...],
     block_size: int,
     min_miou: float | None,
     layer: str | None,
@@ -210,7 +185,7 @@ def evaluate(
             truth,
             schema=schema,
             eroded=eroded,
-            ignore_classes=ignore_classes,
+            ignore_classes=ignore_class,
             block_size=block_size,
         )
         click.echo(px.format_table())

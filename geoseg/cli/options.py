@@ -7,7 +7,6 @@ that a bad value is a one-line usage error (exit 2) naming the option.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import click
@@ -22,12 +21,13 @@ __all__ = [
     "check_overlap",
     "check_schema",
     "co_opt",
-    "default_workers",
     "device_opt",
     "min_valid_opt",
     "overlap_opt",
     "overwrite_opt",
     "precision_opt",
+    "record_option",
+    "record_values",
     "scene_inputs",
     "split_csv",
     "tile_size_opt",
@@ -125,67 +125,33 @@ class CreationOption(click.ParamType):
 
 
 def check_overlap(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    """Callback: the overlap must be smaller than the tile size (``--size``/``--tile-size``)."""
+    """Callback: the one overlap rule of :func:`geoseg.options.check_overlap`.
+
+    The tile size is ``--size``/``--tile-size``, which must be an eager option.
+    """
+    from geoseg.errors import ConfigError
+    from geoseg.options import check_overlap as rule
+
     size = ctx.params.get("tile_size") or ctx.params.get("size")
-    if value is not None and size is not None and value >= size:
-        raise click.BadParameter(f"{value} must be smaller than the tile size ({size})")
+    if value is not None and size is not None:
+        try:
+            rule(size, value)
+        except ConfigError:
+            raise click.BadParameter(
+                f"{value} must be smaller than the tile size ({size})"
+            ) from None
     return value
-
-
-def default_workers() -> int:
-    """Default worker count: the CPU count, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, default=False, help="Replace existing outputs."
 )
-tile_size_opt = click.option(
-    "--size",
-    "--tile-size",
-    "size",
-    type=PositiveInt(16),
-    default=512,
-    show_default=True,
-    is_eager=True,
-    help="Tile edge in pixels.",
-)
-overlap_opt = click.option(
-    "--overlap",
-    type=PositiveInt(0),
-    default=64,
-    show_default=True,
-    callback=check_overlap,
-    help="Pixels shared by neighbouring tiles.",
-)
-device_opt = click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Compute device; auto picks cuda when available.",
-)
-workers_opt = click.option(
-    "--workers",
-    type=PositiveInt(1),
-    default=default_workers,
-    show_default="min(8, CPU count)",
-    help="Parallel worker processes or threads.",
-)
-co_opt = click.option(
-    "--co",
-    "creation_options",
-    type=CreationOption(),
-    multiple=True,
-    help="GDAL creation option KEY=VAL for raster outputs (repeatable).",
-)
-min_valid_opt = click.option(
-    "--min-valid",
-    type=Fraction(),
-    default=0.5,
-    show_default=True,
-    help="Skip chips whose valid fraction is below this.",
-)
+
+
+def _shared(record_name: str, name: str, **overrides: Any) -> Any:
+    import geoseg.options as options
+
+    return record_option(getattr(options, record_name), name, **overrides)
 
 
 def split_csv(
@@ -216,13 +182,13 @@ _SCENE_PARAMS = (
 def scene_inputs(f: Any) -> Any:
     """Arguments and options that name scenes; the command receives ``scenes``.
 
-    The values are resolved with :func:`geoseg.scene.resolve_scenes` into a list of
-    :class:`~geoseg.scene.SceneSpec`, passed to the command as its ``scenes`` argument.
+    The values are resolved with :func:`geoseg.raster.resolve_scenes` into a list of
+    :class:`~geoseg.raster.SceneSpec`, passed to the command as its ``scenes`` argument.
     """
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from geoseg.scene import resolve_scenes
+        from geoseg.raster import resolve_scenes
 
         v = {k: kwargs.pop(k) for k in _SCENE_PARAMS}
         kwargs["scenes"] = resolve_scenes(
@@ -283,22 +249,101 @@ def scene_inputs(f: Any) -> Any:
     return wrapper
 
 
-batch_size_opt = click.option(
-    "--batch-size",
-    type=PositiveInt(1),
-    default=None,
-    show_default="32 on cuda, 4 on cpu",
-    help="Tiles per model call.",
-)
-precision_opt = click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="Model precision; auto is bf16 on cuda, fp32 on cpu.",
-)
-bands_opt = click.option(
-    "--bands",
-    callback=split_csv,
-    help="Bands to use, in order (default: every scene band but the absolute dsm).",
-)
+# -- options built from the records of geoseg.options ---------------------------------------
+
+
+def _csv_names(
+    ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """Callback: a comma-separated list to a tuple of distinct non-empty names."""
+    if value is None or isinstance(value, tuple):
+        return value
+    items = split_csv(ctx, param, value)
+    if items is not None and len(set(items)) != len(items):
+        raise click.BadParameter(f"{value!r} repeats a name")
+    return items
+
+
+def record_option(record: type, name: str, **overrides: Any) -> Any:
+    """A ``click.option`` for the option field ``name`` of a :mod:`geoseg.options` record.
+
+    The flag spellings, default, choices, minimum and help come from the record's
+    declaration; ``overrides`` are passed to ``click.option`` (e.g. ``callback``,
+    ``is_eager``); ``flags`` may drop an alias that the command uses otherwise.
+    """
+    from dataclasses import MISSING
+
+    from geoseg.options import choices_of, option_fields
+
+    found = [(f, s, t) for f, s, t in option_fields(record) if f.name == name]
+    if not found:
+        raise KeyError(f"{record.__name__} has no option {name!r}")
+    f, spec, tp = found[0]
+    flags = overrides.pop("flags", None) or spec.flags or ("--" + name.replace("_", "-"),)
+    kw: dict[str, Any] = {"help": spec.help}
+    default: Any = f.default_factory if f.default_factory is not MISSING else f.default
+    choices = choices_of(tp)
+    base = _base_type(tp)
+    if base is bool:
+        kw.update(is_flag=True, default=bool(default))
+    elif choices is not None:
+        kw.update(type=click.Choice(choices), default=default, show_default=True)
+    elif base is int:
+        minimum = int(spec.minimum) if spec.minimum is not None else -(2**63)
+        kw.update(type=PositiveInt(minimum), default=default, show_default=True)
+    elif base is float:
+        if spec.minimum == 0.0 and spec.maximum == 1.0:
+            kw.update(type=Fraction(), default=default, show_default=True)
+        else:
+            kw.update(type=Number(spec.minimum or 0.0), default=default, show_default=True)
+    elif name == "creation_options":
+        kw.update(type=CreationOption(), multiple=True, default=default)
+    elif spec.repeat:
+        kw.update(multiple=True, default=default, metavar="NAME")
+    elif base is tuple:
+        kw.update(
+            default=",".join(default) if default else None,
+            show_default=bool(default),
+            callback=_csv_names,
+        )
+    else:
+        kw.update(default=default, show_default=default is not None)
+    if spec.show_default is not None:
+        kw["show_default"] = spec.show_default
+    if default is None and "show_default" in kw and spec.show_default is None:
+        kw["show_default"] = False
+    kw.update(overrides)
+    return click.option(*flags, name, **kw)
+
+
+def record_values(record: type, params: dict[str, Any]) -> dict[str, Any]:
+    """Pop the option fields of ``record`` out of a command's ``params``."""
+    from geoseg.options import option_fields
+
+    return {f.name: params.pop(f.name) for f, _, _ in option_fields(record) if f.name in params}
+
+
+def _base_type(tp: Any) -> Any:
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _base_type(args[0])
+    if origin is not None:
+        return origin
+    return tp
+
+
+# The options several commands share, built from their one declaration in geoseg.options.
+tile_size_opt = _shared("TileOptions", "size", is_eager=True)
+overlap_opt = _shared("TileOptions", "overlap", callback=check_overlap)
+min_valid_opt = _shared("TileOptions", "min_valid")
+bands_opt = _shared("TileOptions", "bands")
+device_opt = _shared("PredictOptions", "device")
+workers_opt = _shared("PredictOptions", "workers")
+co_opt = _shared("PredictOptions", "creation_options")
+batch_size_opt = _shared("PredictOptions", "batch_size")
+precision_opt = _shared("PredictOptions", "precision")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geoseg.cli.options import (
-    PositiveInt,
-    batch_size_opt,
     check_overlap,
-    co_opt,
-    device_opt,
     overwrite_opt,
-    precision_opt,
+    record_option,
+    record_values,
     scene_inputs,
-    workers_opt,
 )
+from geoseg.options import PredictOptions
 
 if TYPE_CHECKING:
-    from geoseg.scene import SceneSpec
+    from geoseg.raster import SceneSpec
 
 
 @click.command(short_help="Predict land-cover maps for whole scenes.")
@@ -39,75 +36,30 @@ if TYPE_CHECKING:
     type=click.Path(file_okay=False),
     help="Output folder: {scene}_classes.tif (+ .aux.xml), {scene}_probs.tif, {scene}.json.",
 )
-@click.option(
-    "--tile-size",
-    "--size",
-    "size",
-    type=PositiveInt(16),
-    default=None,
-    is_eager=True,
-    show_default="the checkpoint's",
-    help="Tile edge in pixels.",
-)
-@click.option(
-    "--overlap",
-    type=PositiveInt(0),
-    default=None,
-    show_default="a quarter of the tile size (128 for 512)",
-    callback=check_overlap,
-    help="Pixels shared by neighbouring tiles (blended).",
-)
-@batch_size_opt
-@device_opt
-@precision_opt
-@click.option(
-    "--tta",
-    type=click.Choice(["none", "flip", "d4"]),
-    default="none",
-    show_default=True,
-    help="Test-time augmentation: 4 flips or 8 dihedral transforms, averaged.",
-)
-@click.option("--probabilities", is_flag=True, help="Also write per-class probabilities (uint8).")
-@click.option(
-    "--blend",
-    type=click.Choice(["hann", "spline", "mean"]),
-    default="hann",
-    show_default=True,
-    help="Weight window for blending overlapping tiles.",
-)
-@click.option(
-    "--block-size",
-    type=PositiveInt(64),
-    default=2048,
-    show_default=True,
-    help="Output block edge; bounds memory, never changes the result.",
-)
+@record_option(PredictOptions, "tile_size", is_eager=True)
+@record_option(PredictOptions, "overlap", callback=check_overlap)
+@record_option(PredictOptions, "batch_size")
+@record_option(PredictOptions, "device")
+@record_option(PredictOptions, "precision")
+@record_option(PredictOptions, "tta")
+@record_option(PredictOptions, "probabilities")
+@record_option(PredictOptions, "blend")
+@record_option(PredictOptions, "block_size")
 @click.option(
     "--scheduler",
     metavar="ADDR",
     default=None,
     help="Dask scheduler address (tcp://host:port); default: local threads.",
 )
-@workers_opt
-@co_opt
+@record_option(PredictOptions, "workers")
+@record_option(PredictOptions, "creation_options")
 @overwrite_opt
 def predict(
     scenes: list[SceneSpec],
     model: str,
     outdir: str,
-    size: int | None,
-    overlap: int | None,
-    batch_size: int | None,
-    device: str,
-    precision: str,
-    tta: str,
-    probabilities: bool,
-    blend: str,
-    block_size: int,
     scheduler: str | None,
-    workers: int,
-    creation_options: tuple[tuple[str, str], ...],
-    overwrite: bool,
+    **params: Any,
 ) -> None:
     """Predict class maps for whole scenes, seamlessly blended, as COGs.
 
@@ -125,22 +77,9 @@ def predict(
     """
     from tqdm import tqdm
 
-    from geoseg.predict import PredictOptions, predict_scenes
+    from geoseg.predict import predict_scenes
 
-    opts = PredictOptions(
-        tile_size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=device,  # type: ignore[arg-type]
-        precision=precision,  # type: ignore[arg-type]
-        tta=tta,  # type: ignore[arg-type]
-        probabilities=probabilities,
-        blend=blend,  # type: ignore[arg-type]
-        block_size=block_size,
-        workers=workers,
-        overwrite=overwrite,
-        creation_options=tuple(creation_options),
-    )
+    opts = PredictOptions(**record_values(PredictOptions, params))
     with tqdm(desc="blocks", unit="block", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:

@@ -11,15 +11,15 @@ from geoseg.cli.options import PositiveInt
 
 
 def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    from geoseg.pipeline._config import _SCHEDULER_RE
+    from geoseg.pipeline import SCHEDULER_RE
 
-    if value is not None and not _SCHEDULER_RE.match(value):
+    if value is not None and not SCHEDULER_RE.match(value):
         raise click.BadParameter(f"{value!r} is not a scheduler address; use tcp://HOST:PORT")
     return value
 
 
 @click.command(short_help="Run a YAML batch job over many scenes (resumable, cron-safe).")
-@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("job", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (what runs, what is up to date); run nothing."
 )
@@ -38,8 +38,20 @@ def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | No
     show_default="the job's, else 2",
     help="Scenes processed at once (and threads of the local scheduler).",
 )
+@click.option(
+    "--schema",
+    "print_schema",
+    is_flag=True,
+    help="Print the JSON Schema of job files (for editors to complete and check) and exit.",
+)
 def run(
-    job: Path, *, dry_run: bool, force: bool, scheduler: str | None, workers: int | None
+    job: Path | None,
+    *,
+    dry_run: bool,
+    force: bool,
+    scheduler: str | None,
+    workers: int | None,
+    print_schema: bool,
 ) -> None:
     """Run the job file JOB: every scene through predict, land cover, vectorize, evaluate.
 
@@ -53,8 +65,17 @@ def run(
     $ geoseg run pipelines/demo.yaml --dry-run
     $ geoseg run pipelines/potsdam.yaml --workers 4
     $ geoseg run pipelines/potsdam.yaml --scheduler tcp://10.0.0.5:8786
+    $ geoseg run --schema > geoseg-job.schema.json
     """
-    from geoseg.pipeline import JobConfigError, load_job, plan_job, run_job
+    from geoseg.pipeline import JobConfigError, job_json_schema, load_job, plan_job, run_job
+
+    if print_schema:
+        import json
+
+        click.echo(json.dumps(job_json_schema(), indent=2))
+        return
+    if job is None:
+        raise click.UsageError("give a job file (JOB), or --schema")
 
     try:
         loaded = load_job(job)

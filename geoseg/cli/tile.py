@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,13 +11,15 @@ from geoseg.cli.options import (
     min_valid_opt,
     overlap_opt,
     overwrite_opt,
+    record_option,
     scene_inputs,
     tile_size_opt,
     workers_opt,
 )
+from geoseg.options import TileOptions
 
 if TYPE_CHECKING:
-    from geoseg.scene import SceneSpec
+    from geoseg.raster import SceneSpec
 
 
 @click.command(short_help="Cut scenes into training chips.")
@@ -34,24 +36,17 @@ if TYPE_CHECKING:
 @overlap_opt
 @min_valid_opt
 @bands_opt
-@click.option(
-    "--compress",
-    type=click.Choice(["deflate", "zstd", "lzw", "none"]),
-    default="deflate",
-    show_default=True,
-    help="Chip compression; none reads about 2x faster (for a GPU whose loader lags) but "
-    "takes about 4x the disk.",
-)
+@record_option(TileOptions, "compress")
 @workers_opt
 @overwrite_opt
 def tile(
     scenes: list[SceneSpec],
     output: str,
     size: int,
-    overlap: int,
+    overlap: int | None,
     min_valid: float,
     bands: tuple[str, ...] | None,
-    compress: str,
+    compress: Any,
     workers: int,
     overwrite: bool,
 ) -> None:
@@ -69,7 +64,7 @@ def tile(
     """
     from tqdm import tqdm
 
-    from geoseg.tiles import TileOptions, tile_scenes
+    from geoseg.tiles import tile_scenes
 
     opts = TileOptions(
         size=size, overlap=overlap, min_valid=min_valid, bands=bands, compress=compress

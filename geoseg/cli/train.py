@@ -10,11 +10,11 @@ from geoseg.cli.options import (
     Fraction,
     Number,
     PositiveInt,
-    default_workers,
     device_opt,
     overwrite_opt,
     split_csv,
 )
+from geoseg.options import default_workers
 
 
 def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from geoseg.cli.options import (
-    Number,
-    PositiveInt,
-    check_schema,
-    overwrite_opt,
-    split_csv,
-    workers_opt,
-)
-
-
-def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    names = split_csv(ctx, param, value) or ()
-    if len(set(names)) != len(names):
-        raise click.BadParameter(f"{value!r} repeats a class")
-    return names
+from geoseg.cli.options import check_schema, overwrite_opt, record_option, record_values
+from geoseg.options import VectorizeOptions
 
 
 @click.command(short_help="Class raster to building/road polygons (GeoPackage).")
@@ -32,87 +20,27 @@ def _classes_cb(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     type=click.Path(path_type=Path),
     help="Output GeoPackage (or a directory with --format parquet).",
 )
-@click.option(
-    "--classes",
-    default="building,road",
-    show_default=True,
-    callback=_classes_cb,
-    help="Comma-separated: building, road (the schema's road class) or class names.",
-)
-@click.option(
-    "--probabilities",
+@record_option(VectorizeOptions, "classes")
+@record_option(
+    VectorizeOptions,
+    "probabilities",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="uint8 probability raster on the same grid; adds mean_prob.",
 )
-@click.option(
-    "--min-area",
-    type=Number(0.0),
-    default=0.0,
-    show_default=True,
-    help="Drop polygons under this many m².",
-)
-@click.option(
-    "--hole-area",
-    type=Number(0.0),
-    default=0.0,
-    show_default=True,
-    help="Fill holes under this many m².",
-)
-@click.option(
-    "--simplify",
-    type=Number(0.0),
-    default=0.0,
-    show_default=True,
-    help="Simplification tolerance in m; shared borders stay shared.",
-)
-@click.option("--regularize", is_flag=True, help="Rectilinear building outlines.")
-@click.option("--centerlines", is_flag=True, help="Add a road_centerlines layer.")
-@click.option(
-    "--spur-length",
-    type=Number(0.0),
-    default=None,
-    help="Prune centre-line dead ends shorter than this (m); default 40 pixels.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["gpkg", "parquet"]),
-    default="gpkg",
-    show_default=True,
-    help="GeoPackage, or a directory of GeoParquet files (one per layer).",
-)
-@click.option(
-    "--block-size",
-    type=PositiveInt(16),
-    default=2048,
-    show_default=True,
-    help="Block edge in pixels (results do not depend on it).",
-)
-@workers_opt
-@click.option(
-    "--schema",
-    default="potsdam",
-    show_default=True,
-    callback=check_schema,
-    help="Class schema if the raster has no GEOSEG_SCHEMA tag (name or YAML/JSON file).",
-)
+@record_option(VectorizeOptions, "min_area")
+@record_option(VectorizeOptions, "hole_area")
+@record_option(VectorizeOptions, "simplify")
+@record_option(VectorizeOptions, "regularize")
+@record_option(VectorizeOptions, "centerlines")
+@record_option(VectorizeOptions, "spur_length")
+@record_option(VectorizeOptions, "format")
+@record_option(VectorizeOptions, "block_size")
+@record_option(VectorizeOptions, "workers")
+@record_option(VectorizeOptions, "schema", callback=check_schema)
 @overwrite_opt
 def vectorize(
     classes_tif: Path,
     output: Path,
-    classes: tuple[str, ...],
-    probabilities: Path | None,
-    min_area: float,
-    hole_area: float,
-    simplify: float,
-    regularize: bool,
-    centerlines: bool,
-    spur_length: float | None,
-    fmt: str,
-    block_size: int,
-    workers: int,
-    schema: str,
-    overwrite: bool,
+    **params: Any,
 ) -> None:
     """Vectorize a class raster into GIS layers: buildings, roads, road centre-lines.
 
@@ -125,23 +53,9 @@ def vectorize(
     $ geoseg vectorize classes.tif -o city.gpkg --classes road --centerlines
     $ geoseg vectorize classes.tif -o city_parquet --format parquet --probabilities probs.tif
     """
-    from geoseg.vectorize import VectorizeOptions, vectorize_raster
+    from geoseg.vectorize import vectorize_raster
 
-    options = VectorizeOptions(
-        classes=classes,
-        probabilities=probabilities,
-        min_area=min_area,
-        hole_area=hole_area,
-        simplify=simplify,
-        regularize=regularize,
-        centerlines=centerlines,
-        spur_length=spur_length,
-        format="parquet" if fmt == "parquet" else "gpkg",
-        block_size=block_size,
-        workers=workers,
-        schema=schema,
-        overwrite=overwrite,
-    )
+    options = VectorizeOptions(**record_values(VectorizeOptions, params))
     from tqdm import tqdm
 
     with tqdm(desc="blocks", unit="block", disable=None) as bar:

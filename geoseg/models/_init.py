@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
-from geoseg.errors import BandMismatchError, CheckpointError, InputError, first_line
+from geoseg._torch import safe_load
+from geoseg.errors import BandMismatchError, CheckpointError, InputError
 
 __all__ = ["RGB", "InitReport", "find_resnet_backbone", "load_init_weights"]
 
@@ -192,19 +192,7 @@ def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
     # torch.save writes a zip archive (PK..); the legacy format is a pickle (protocol byte 0x80)
     if magic[:2] != b"PK" and magic[:1] != b"\x80":
         raise CheckpointError(f"{p}: not a readable torch state dict (not a torch file); {hint}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        OSError,
-        IndexError,
-        KeyError,
-    ) as exc:
-        reason = first_line(exc)
-        raise CheckpointError(f"{p}: not a readable torch state dict ({reason}); {hint}") from None
+    obj = safe_load(p, what="torch state dict", hint=hint)
     while isinstance(obj, Mapping):
         inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), Mapping)), None)
         if inner is None:

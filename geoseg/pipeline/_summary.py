@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -30,9 +29,10 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path
-from geoseg.errors import InputError, SchemaError
+from geoseg.errors import InputError
 from geoseg.grid import crs_unit_metres
-from geoseg.schema import IGNORE, ClassSchema, load_schema
+from geoseg.raster.tags import schema_from_tags
+from geoseg.schema import IGNORE, ClassSchema
 
 __all__ = ["CSV_COLUMNS", "LandcoverSummary", "landcover_summary", "write_landcover_csv"]
 
@@ -118,16 +118,6 @@ class LandcoverSummary:
         ]
 
 
-def _schema_of(ds: rasterio.DatasetReader, fallback: ClassSchema | str | None) -> ClassSchema:
-    tag = ds.tags().get("GEOSEG_SCHEMA")
-    if tag:
-        try:
-            return ClassSchema.from_dict(json.loads(tag), source=f"{ds.name} GEOSEG_SCHEMA tag")
-        except (ValueError, TypeError, SchemaError):
-            logger.warning("%s: unreadable GEOSEG_SCHEMA tag; using the given schema", ds.name)
-    return load_schema(fallback if fallback is not None else "potsdam")
-
-
 def _geographic_row_areas(
     t: Affine, row0: int, nrows: int, *, name: str
 ) -> npt.NDArray[np.float64]:
@@ -167,7 +157,7 @@ def landcover_summary(
 
     Raises:
         InputError: The file is not a readable 1-band integer raster.
-        SchemaError: ``schema`` is unusable.
+        SchemaError: The raster's ``GEOSEG_SCHEMA`` tag is bad, or ``schema`` is unusable.
     """
     if block_size < 1:
         raise InputError(f"block_size={block_size} must be >= 1")
@@ -182,7 +172,7 @@ def landcover_summary(
                 f"{p}: expected a 1-band integer class raster, got {ds.count} band(s) of "
                 f"{ds.dtypes[0]}"
             )
-        sch = _schema_of(ds, schema)
+        sch = schema_from_tags(ds, schema if schema is not None else "potsdam", path=p)
         n = sch.num_classes
         nodata = ds.nodata
         pixels = np.zeros(n, dtype=np.int64)

@@ -36,7 +36,6 @@ __all__ = [
     "BlockResult",
     "BorderMerger",
     "Piece",
-    "block_rows",
     "internal_edge_ids",
     "polygonize_block",
 ]
@@ -83,17 +82,6 @@ class BlockResult:
     right: npt.NDArray[np.int64]
     n_labels: int = 0
     extra: dict[str, object] = field(default_factory=dict)
-
-
-def block_rows(height: int, width: int, block: int) -> list[list[Window]]:
-    """A partition of the grid into blocks (no overlap), row by row."""
-    return [
-        [
-            Window(c, r, min(block, width - c), min(block, height - r))
-            for c in range(0, width, block)
-        ]
-        for r in range(0, height, block)
-    ]
 
 
 def read_with_halo(

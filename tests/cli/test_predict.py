@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from geoseg.cli.main import COMMANDS, cli
 from tests.conftest import write_raster
-from tests.test_predict import save_tiny_checkpoint
+from tests.predict.helpers import save_tiny_checkpoint
 
 
 @pytest.fixture
@@ -68,12 +68,3 @@ def test_missing_band_is_a_one_line_error(tmp_path: Path, scene: Path, checkpoin
     result = CliRunner().invoke(cli, [*args, "--band-names", "red,green,nir"])
     assert result.exit_code == 1
     assert "blue" in result.output and "lacks band" in result.output
-
-
-def test_bench_predict_tiny_on_cpu(tmp_path: Path) -> None:
-    args = ["bench", "predict", "--size", "200", "--model", "tiny", "--device", "cpu"]
-    args += ["--tile-size", "64", "--overlap", "16", "--cache", str(tmp_path), "--seconds", "0.2"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    assert "(a) model only" in result.output and "e2e / min(a, b)" in result.output
-    assert "peak RSS" in result.output

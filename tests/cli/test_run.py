@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from geoseg.cli.main import cli
 from geoseg.pipeline import LOCK_NAME
 from tests.conftest import write_raster
-from tests.pipeline_helpers import job_dict, make_data, shared_checkpoint, write_job
+from tests.pipeline.helpers import job_dict, make_data, shared_checkpoint, write_job
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def test_parquet_directory(classes_tif: Path, tmp_path: Path) -> None:
         (["--simplify", "abc"], "--simplify"),
         (["--classes", ","], "--classes"),
         (["--classes", "road,road"], "repeats"),
-        (["--block-size", "8"], "--block-size"),
+        (["--block-size", "2"], "--block-size"),
         (["--schema", "nope"], "--schema"),
         (["--format", "shp"], "--format"),
     ],

@@ -1,0 +1,446 @@
+"""Every option of geoseg, declared once: its choices, default, minimum and help.
+
+The typed option records (:class:`TileOptions`, :class:`PredictOptions`,
+:class:`VectorizeOptions`, :class:`EvaluateOptions`) are frozen dataclasses whose fields
+carry an :class:`OptionSpec`. Three consumers read them and nothing else re-declares a
+default:
+
+- the library, which validates a record on construction (:func:`validate_record`);
+- the CLI (``geoseg.cli.options.record_option``), which builds each ``--flag`` from the
+  field: name, default, choices (from the ``Literal`` type), minimum and help;
+- the job files (``geoseg.pipeline``), whose step sections are pydantic models generated
+  from the same fields (:func:`option_fields`), which also give the JSON Schema of
+  ``geoseg run --schema``.
+
+The one overlap rule lives here too: a tile size ``t`` takes a default overlap of ``t // 4``
+(:func:`default_overlap`) and any overlap must be smaller than the tile
+(:func:`check_overlap`).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from geoseg.errors import ConfigError
+
+__all__ = [
+    "TTA",
+    "BlendKind",
+    "ChipCompression",
+    "Device",
+    "EvaluateOptions",
+    "OptionSpec",
+    "PotsdamLabels",
+    "Precision",
+    "PredictOptions",
+    "TileOptions",
+    "VectorFormat",
+    "VectorizeOptions",
+    "check_overlap",
+    "choices_of",
+    "default_overlap",
+    "default_workers",
+    "field_default",
+    "option",
+    "option_fields",
+    "validate_record",
+]
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "bf16", "fp32"]
+TTA = Literal["none", "flip", "d4"]
+BlendKind = Literal["hann", "spline", "mean"]
+ChipCompression = Literal["deflate", "zstd", "lzw", "none"]
+VectorFormat = Literal["gpkg", "parquet"]
+PotsdamLabels = Literal["all", "noBoundary", "none"]
+
+
+def default_workers() -> int:
+    """Default worker count: the CPU count, at most 8."""
+    import os
+
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+# -- declaration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What the CLI and the job files need to know about one option field.
+
+    Attributes:
+        help: One-line help, shown by ``--help`` and in the JSON Schema.
+        minimum: Smallest allowed value (numbers).
+        maximum: Largest allowed value (numbers).
+        flags: CLI spellings; default ``--field-name``.
+        key: Job-file key; default the field name. None with ``job=False``.
+        aliases: Other accepted job-file keys.
+        repeat: A tuple option given by repeating the flag (else comma-separated).
+        show_default: Text for ``--help`` when the default is computed.
+        cli: Whether the CLI has this option (else the command sets it otherwise).
+        job: Whether job-file steps have this key (else the job sets it otherwise).
+    """
+
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    flags: tuple[str, ...] = ()
+    key: str | None = None
+    aliases: tuple[str, ...] = ()
+    show_default: str | None = None
+    repeat: bool = False
+    cli: bool = True
+    job: bool = True
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    flags: tuple[str, ...] = (),
+    key: str | None = None,
+    aliases: tuple[str, ...] = (),
+    show_default: str | None = None,
+    repeat: bool = False,
+    cli: bool = True,
+    job: bool = True,
+) -> Any:
+    """A dataclass field that carries its :class:`OptionSpec`.
+
+    ``default`` may be a callable (a default computed when a record is made, such as
+    :func:`default_workers`).
+    """
+    spec = OptionSpec(
+        help=help,
+        minimum=minimum,
+        maximum=maximum,
+        flags=flags,
+        key=key,
+        aliases=aliases,
+        show_default=show_default,
+        repeat=repeat,
+        cli=cli,
+        job=job,
+    )
+    if callable(default):
+        return field(default_factory=default, metadata={"geoseg": spec})
+    return field(default=default, metadata={"geoseg": spec})
+
+
+def option_fields(record: type) -> list[tuple[Field[Any], OptionSpec, Any]]:
+    """The option fields of a record class: ``(field, spec, resolved type)`` in order."""
+    hints = get_type_hints(record)
+    out = []
+    for f in fields(record):
+        spec = f.metadata.get("geoseg")
+        if isinstance(spec, OptionSpec):
+            out.append((f, spec, hints[f.name]))
+    return out
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def choices_of(tp: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` type (optionally ``| None``), else None."""
+    tp, _ = _strip_optional(tp)
+    if get_origin(tp) is Literal:
+        return tuple(str(a) for a in get_args(tp))
+    return None
+
+
+def field_default(f: Field[Any]) -> Any:
+    """The default value of a dataclass field."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def validate_record(record: Any, *, prefix: str = "") -> None:
+    """Check every option of ``record`` against its declaration.
+
+    Raises:
+        ConfigError: A value is outside its choices, below its minimum, above its maximum,
+            or not finite; the message names the option and the allowed values.
+    """
+    for f, spec, tp in option_fields(type(record)):
+        value = getattr(record, f.name)
+        if value is None:
+            continue
+        name = f"{prefix}{f.name}"
+        allowed = choices_of(tp)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r}: must be a finite number")
+        if spec.minimum is not None and value < spec.minimum:
+            raise ConfigError(f"{name}={value!r}: must be >= {spec.minimum:g}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise ConfigError(f"{name}={value!r}: must be <= {spec.maximum:g}")
+
+
+def default_overlap(tile_size: int) -> int:
+    """The default overlap of a tile size: a quarter of it (128 for 512)."""
+    return tile_size // 4
+
+
+def check_overlap(tile_size: int, overlap: int, *, what: str = "overlap") -> None:
+    """The one overlap rule: ``0 <= overlap < tile_size``.
+
+    Raises:
+        ConfigError: The overlap is negative or not smaller than the tile.
+    """
+    if overlap < 0:
+        raise ConfigError(f"{what}={overlap}: must be >= 0")
+    if overlap >= tile_size:
+        raise ConfigError(
+            f"{what}={overlap} must be smaller than the tile size ({tile_size}); "
+            "use a smaller overlap or a larger tile size"
+        )
+
+
+# -- the records ---------------------------------------------------------------------------
+
+_TILE_HELP = "Tile edge in pixels."
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How chips are cut (``geoseg tile``).
+
+    Attributes:
+        size: Chip edge in pixels.
+        overlap: Pixels shared by neighbouring chips; None means a quarter of ``size``.
+        min_valid: Chips whose valid fraction is below this are skipped.
+        bands: Bands written, in order; None means every scene band but the absolute DSM.
+        compress: GeoTIFF compression of the chips: ``deflate`` (small), ``zstd``, ``lzw`` or
+            ``none`` (about 4 x larger, read about 2 x faster: for a GPU whose loader cannot
+            keep up).
+    """
+
+    size: int = option(
+        512, _TILE_HELP, minimum=16, flags=("--size", "--tile-size"), aliases=("tile_size",)
+    )
+    overlap: int | None = option(
+        None,
+        "Pixels shared by neighbouring tiles.",
+        minimum=0,
+        show_default="a quarter of the tile size (128 for 512)",
+    )
+    min_valid: float = option(
+        0.5, "Skip chips whose valid fraction is below this.", minimum=0.0, maximum=1.0
+    )
+    bands: tuple[str, ...] | None = option(
+        None, "Bands to use, in order (default: every scene band but the absolute dsm)."
+    )
+    compress: ChipCompression = option(
+        "deflate",
+        "Chip compression; none reads about 2x faster (for a GPU whose loader lags) but "
+        "takes about 4x the disk.",
+    )
+
+    def __post_init__(self) -> None:
+        validate_record(self)
+        check_overlap(self.size, self.chip_overlap)
+
+    @property
+    def chip_overlap(self) -> int:
+        """The overlap in pixels, the default resolved."""
+        return default_overlap(self.size) if self.overlap is None else self.overlap
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How scenes are predicted (``geoseg predict``, the ``predict`` step of a job).
+
+    Tile size and overlap are in the model's pixels (the checkpoint's GSD); the sidecar
+    records both that and the scene's pixels.
+
+    Attributes:
+        tile_size: Tile edge; None means the checkpoint's tile size.
+        overlap: Pixels shared by neighbouring tiles (blended); None means a quarter of
+            the tile size.
+        batch_size: Tiles per model call; None means 32 on CUDA, 4 on the CPU.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: ``auto`` (bf16 on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
+        tta: Test-time augmentation: ``none``, ``flip`` (4 flips) or ``d4`` (8 dihedral).
+        probabilities: Also write ``{scene}_probs.tif``.
+        blend: Weight window: ``hann``, ``spline`` or ``mean``.
+        block_size: Output block edge in pixels (rounded to whole tile strides); bounds
+            memory, never changes the result.
+        workers: Threads of the local scheduler (ignored with a Dask client).
+        overwrite: Replace existing outputs.
+        creation_options: Extra GDAL COG creation options ``(KEY, VALUE)``.
+    """
+
+    tile_size: int | None = option(
+        None,
+        _TILE_HELP,
+        minimum=16,
+        flags=("--tile-size", "--size"),
+        aliases=("size",),
+        show_default="the checkpoint's",
+    )
+    overlap: int | None = option(
+        None,
+        "Pixels shared by neighbouring tiles (blended).",
+        minimum=0,
+        show_default="a quarter of the tile size (128 for 512)",
+    )
+    batch_size: int | None = option(
+        None, "Tiles per model call.", minimum=1, show_default="32 on cuda, 4 on cpu"
+    )
+    device: Device = option("auto", "Compute device; auto picks cuda when available.")
+    precision: Precision = option("auto", "Model precision; auto is bf16 on cuda, fp32 on cpu.")
+    tta: TTA = option("none", "Test-time augmentation: 4 flips or 8 dihedral transforms, averaged.")
+    probabilities: bool = option(False, "Also write per-class probabilities (uint8).")
+    blend: BlendKind = option("hann", "Weight window for blending overlapping tiles.")
+    block_size: int = option(
+        2048, "Output block edge; bounds memory, never changes the result.", minimum=16
+    )
+    workers: int = option(
+        default_workers,
+        "Parallel worker processes or threads.",
+        minimum=1,
+        show_default="min(8, CPU count)",
+        job=False,
+    )
+    overwrite: bool = option(False, "Replace existing outputs.", job=False)
+    creation_options: tuple[tuple[str, str], ...] = option(
+        (),
+        "GDAL creation option KEY=VAL for raster outputs (repeatable).",
+        flags=("--co",),
+        key="co",
+    )
+
+    def __post_init__(self) -> None:
+        validate_record(self)
+        if self.tile_size is not None and self.overlap is not None:
+            check_overlap(self.tile_size, self.overlap)
+
+
+@dataclass(frozen=True)
+class VectorizeOptions:
+    """How a class raster is vectorized (``geoseg vectorize``, the ``vectorize`` step).
+
+    Attributes:
+        classes: What to vectorize: ``building``, ``road`` (the schema's road class) or any
+            class name of the schema. Layers are ``buildings``, ``roads`` and the class
+            name otherwise.
+        probabilities: Optional uint8 probability raster on the same grid (band ``k + 1``
+            = class ``k``, 0..255); adds ``mean_prob`` (0..1). In a job file a boolean:
+            use the scene's predicted probabilities.
+        min_area: Drop polygons smaller than this, m².
+        hole_area: Fill holes smaller than this, m².
+        simplify: Douglas-Peucker tolerance, m, applied per shared border arc so that
+            neighbouring polygons keep sharing their borders (0: none).
+        regularize: Rectilinear building outlines (``building`` layer only).
+        centerlines: Also write road centre-lines (layer ``road_centerlines``).
+        spur_length: Centre-line dead ends shorter than this (m) are pruned; default
+            40 pixels.
+        format: ``gpkg`` (one GeoPackage) or ``parquet`` (a directory, one GeoParquet
+            file per layer).
+        block_size: Block edge, pixels.
+        workers: Worker processes reading, polygonizing and cleaning blocks (1: all in
+            this process). Scripts that use more than one must guard their entry point
+            with ``if __name__ == "__main__":`` (worker processes are spawned).
+        schema: Class schema used when the raster has no ``GEOSEG_SCHEMA`` tag (built-in
+            name or YAML/JSON file).
+        overwrite: Replace an existing output.
+    """
+
+    classes: tuple[str, ...] = option(
+        ("building", "road"),
+        "Comma-separated: building, road (the schema's road class) or class names.",
+    )
+    probabilities: Path | None = option(
+        None, "uint8 probability raster on the same grid; adds mean_prob.", job=False
+    )
+    min_area: float = option(0.0, "Drop polygons under this many m².", minimum=0.0)
+    hole_area: float = option(0.0, "Fill holes under this many m².", minimum=0.0)
+    simplify: float = option(
+        0.0, "Simplification tolerance in m; shared borders stay shared.", minimum=0.0
+    )
+    regularize: bool = option(False, "Rectilinear building outlines.")
+    centerlines: bool = option(False, "Add a road_centerlines layer.")
+    spur_length: float | None = option(
+        None,
+        "Prune centre-line dead ends shorter than this (m); default 40 pixels.",
+        minimum=0.0,
+    )
+    format: VectorFormat = option(
+        "gpkg", "GeoPackage, or a directory of GeoParquet files (one per layer)."
+    )
+    block_size: int = option(2048, "Block edge in pixels (results do not depend on it).", minimum=4)
+    workers: int = option(
+        1,
+        "Worker processes that polygonize blocks (1: all in this process; spawned "
+        "processes need an `if __name__ == '__main__':` guard in scripts).",
+        minimum=1,
+    )
+    schema: str = option(
+        "potsdam",
+        "Class schema if the raster has no GEOSEG_SCHEMA tag (name or YAML/JSON file).",
+        job=False,
+    )
+    overwrite: bool = option(False, "Replace existing outputs.", job=False)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ConfigError("vectorize: no classes requested; pass e.g. building,road")
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"vectorize: classes {self.classes!r} repeat a name")
+        validate_record(self, prefix="vectorize: ")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How a class raster is scored (``geoseg evaluate``, the ``evaluate`` step).
+
+    Attributes:
+        eroded: Ignore truth pixels within this many pixels of a class boundary.
+        ignore_class: Classes left out of mIoU and mean F1.
+        block_size: Pixels per block edge.
+        min_miou: Fail (exit 1) when mIoU is below this.
+    """
+
+    eroded: int = option(
+        0,
+        "Ignore truth pixels within PX px of a class boundary (ISPRS uses 3).",
+        minimum=0,
+    )
+    ignore_class: tuple[str, ...] = option(
+        (),
+        "Leave a class out of mIoU and mean F1 (repeatable), e.g. clutter.",
+        flags=("--ignore-class",),
+        repeat=True,
+    )
+    block_size: int = option(
+        1024, "Pixels per block edge; memory grows with its square.", minimum=1
+    )
+    min_miou: float | None = option(
+        None, "Exit 1 when mIoU (a fraction, 0..1) is below X.", minimum=0.0, maximum=1.0
+    )
+
+    def __post_init__(self) -> None:
+        validate_record(self)

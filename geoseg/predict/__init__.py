@@ -1,0 +1,62 @@
+"""Whole-scene prediction: Dask-scheduled, batched, seamlessly blended, resumable.
+
+How a scene is predicted:
+
+1. **Plan** (driver, pure math): one global tile plan for the scene (tile size, overlap,
+   edge tiles shifted inside) and a grid of output blocks whose boundaries sit on tile
+   starts (:func:`geoseg.blend.plan_blocks`). Each tile belongs to exactly one block, so no
+   tile is ever computed twice, and each pixel always sees the same tiles whatever the
+   block size.
+2. **Block tasks** (Dask workers; tasks get paths, never open handles): a task opens the
+   scene, reads its tiles straight from the big files one tile row at a time (one windowed
+   read per row, prefetched in a thread while the model works), normalises the bands named
+   by the checkpoint, and sends the tiles to the process's model runner. Tiles without a
+   single valid pixel are skipped. The quantised softmax probabilities are blended into an
+   exact integer accumulator (:mod:`geoseg.blend`).
+3. **Model runner**: ONE per worker process and model hash (a per-process cache), on its
+   device, fed by a queue that every task of the process shares, so the model always takes
+   full batches (the last one is padded to the same shape: a tile's output never depends on
+   its batch). On CUDA: two batches in flight (the next is copied into its pinned buffer
+   while the GPU computes the current one), ``non_blocking`` copies both ways (an event
+   marks a batch's results as ready), bf16 autocast and ``channels_last``.
+4. **Driver**: receives block results as they complete (a bounded number in flight),
+   persists them in a work folder ``OUTDIR/.{scene}.partial/`` (keyed by the options, the
+   model hash and the input files) and completes the seams between blocks from the spilled
+   sums, in a few threads so that it keeps up with many workers; once every block is done,
+   it streams the blocks into Cloud-Optimized GeoTIFFs
+   (:mod:`geoseg.raster.writers`) that are renamed into place only when complete. A run that was
+   killed resumes: finished blocks are not recomputed and the result is byte-identical.
+
+Without a Dask client, an in-process ``LocalCluster`` of ``workers`` threads is used: one
+process, one model on the device, reads and blending in parallel with the model, and
+memory bounded by the number of blocks in flight. With a client (``--scheduler
+tcp://host:port``) blocks of all scenes spread over the cluster's workers; every worker
+loads the model once; the driver assembles one raster per scene. Workers must see the
+scene and checkpoint paths (a shared filesystem).
+
+Where it lives: :mod:`~geoseg.predict._types` (options, report, output paths),
+:mod:`~geoseg.predict._model` (the model and what tasks carry of it),
+:mod:`~geoseg.predict._runner` (the per-process model runner with TTA),
+:mod:`~geoseg.predict._block` (tile reader and block task),
+:mod:`~geoseg.predict._resume` (the work folder), :mod:`~geoseg.predict._provenance` (work
+key, tags, sidecar) and :mod:`~geoseg.predict._driver` (:func:`predict_scenes`).
+
+Memory per block in flight is about ``(classes + 1) * 4`` bytes per block pixel plus a few
+tile rows of input; it never depends on the scene size.
+"""
+
+from __future__ import annotations
+
+from geoseg.predict._block import iter_tile_rows
+from geoseg.predict._driver import predict_scenes
+from geoseg.predict._model import PredictModel
+from geoseg.predict._types import PredictOptions, PredictReport, output_paths
+
+__all__ = [
+    "PredictModel",
+    "PredictOptions",
+    "PredictReport",
+    "iter_tile_rows",
+    "output_paths",
+    "predict_scenes",
+]

@@ -1,0 +1,293 @@
+"""The driver: plan every scene, run its blocks on Dask, persist them, finish the outputs.
+
+:func:`predict_scenes` checks the outputs up front, prepares each scene (band check, GSD
+scale, block plan, work folder), submits the blocks still to do to a Dask client
+(:func:`geoseg._dask.dask_client`: the given one, a scheduler address, or local threads)
+with a bounded number in flight, hands each result to a few persisting threads
+(:class:`~geoseg.predict._resume.SceneRun`) and finishes a scene
+(:func:`~geoseg.predict._provenance.finish`) as soon as all its blocks are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg._dask import dask_client
+from geoseg._io import check_output
+from geoseg._torch import resolve_device
+from geoseg.blend import plan_blocks, weight_bits
+from geoseg.errors import ConfigError, InputError
+from geoseg.grid import GeoBox, metres_per_unit
+from geoseg.options import check_overlap, default_overlap
+from geoseg.predict._block import BlockJob, BlockResult, gsd_scale, run_block
+from geoseg.predict._model import ModelMeta, ModelRef, PredictModel, model_ref
+from geoseg.predict._provenance import finish, work_key
+from geoseg.predict._resume import SceneRun
+from geoseg.predict._runner import bound_gdal_cache
+from geoseg.predict._types import PredictOptions, PredictReport, output_paths
+from geoseg.raster import SceneSpec
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["GSD_TOLERANCE", "predict_scenes"]
+
+logger = logging.getLogger(__name__)
+
+GSD_TOLERANCE = 0.25
+_DRIVER_THREADS = 4  # driver threads that persist block results and complete seams
+
+
+def predict_scenes(
+    specs: Sequence[SceneSpec],
+    model: str | os.PathLike[str] | PredictModel,
+    outdir: str | os.PathLike[str],
+    *,
+    options: PredictOptions = PredictOptions(),  # noqa: B008 (frozen: immutable)
+    client: Client | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PredictReport]:
+    """Predict class maps (and probabilities) for whole scenes.
+
+    Writes, per scene, ``OUTDIR/{scene}_classes.tif`` (+ its ``.aux.xml`` with the class
+    names), ``OUTDIR/{scene}_probs.tif`` with ``options.probabilities``, and
+    ``OUTDIR/{scene}.json`` (options, model hash, timings, tiles, blocks). See
+    :mod:`geoseg.predict` for the scheduling, blending, memory bound and resume.
+
+    Args:
+        specs: Scenes to predict.
+        model: A checkpoint path, or a :class:`PredictModel` (checkpoint paths are needed
+            to run on a separate-process cluster unless the model's class is importable
+            there).
+        outdir: Output folder.
+        options: How to predict.
+        client: A ``distributed.Client`` or a scheduler address (``tcp://host:port``);
+            None runs an in-process scheduler with ``options.workers`` threads.
+        progress: Called with ``(blocks done, blocks total)`` after each block.
+
+    Returns:
+        One :class:`PredictReport` per scene, in input order.
+
+    Raises:
+        OutputExistsError: An output exists and ``options.overwrite`` is false (raised
+            before any work).
+        BandMismatchError: A scene lacks a band the model needs (named in the message).
+        CheckpointError: The checkpoint is missing, corrupt or foreign.
+        ConfigError: Inconsistent options (e.g. overlap >= tile size), or ``cuda`` without
+            a CUDA device.
+        InputError: Unreadable scenes or an unreachable scheduler.
+    """
+    t_start = time.perf_counter()
+    if not specs:
+        raise InputError("no scene to predict; give at least one scene")
+    bound_gdal_cache()
+    out = Path(outdir)
+    ref = model_ref(model)
+    meta = ref.meta
+    tile = options.tile_size or meta.tile_size
+    overlap = default_overlap(tile) if options.overlap is None else options.overlap
+    check_overlap(tile, overlap)
+    options = replace(options, tile_size=tile, overlap=overlap)  # resolved, as recorded
+    for spec in specs:
+        _check_outputs(output_paths(out, spec.id), options)
+    local_device = options.device
+    if client is None:
+        local_device = resolve_device(options.device)  # type: ignore[assignment]
+    runs = [
+        _prepare(i, spec, meta, options, out, tile=tile, device=str(local_device))
+        for i, spec in enumerate(specs)
+    ]
+    total = sum(len(r.plan.blocks) for r in runs)
+    done = sum(len(r.done) for r in runs)
+    if progress is not None:
+        progress(done, total)
+    reports: dict[int, PredictReport] = {}
+    for r in runs:
+        if r.complete:
+            reports[r.index] = finish(r, options, ref, t_start, str(local_device))
+    todo = deque(
+        BlockJob(
+            scene_index=r.index,
+            spec=r.spec,
+            plan=r.plan,
+            block=b,
+            overlap=overlap * r.scale,
+            blend=options.blend,
+            weight_bits=weight_bits(r.plan.max_cover),
+            device=local_device,  # type: ignore[arg-type]
+            precision=options.precision,
+            batch_size=options.batch_size,
+            tta=options.tta,
+            probabilities=options.probabilities,
+            scale=r.scale,
+        )
+        for r in runs
+        for b in r.todo
+    )
+    if todo:
+        # The in-process scheduler is an implementation detail: keep its INFO chatter
+        # (start, stop, worker registration) out of the user's log unless debugging.
+        quiet = not logger.isEnabledFor(logging.DEBUG)
+        with dask_client(client, workers=options.workers, quiet=quiet) as cl:
+            _drive(
+                cl,
+                todo,
+                runs,
+                ref,
+                reports,
+                options,
+                t_start,
+                str(local_device),
+                progress,
+                done,
+                total,
+            )
+    return [reports[r.index] for r in runs]
+
+
+def _drive(
+    client: Client,
+    todo: deque[BlockJob],
+    runs: list[SceneRun],
+    ref: ModelRef,
+    reports: dict[int, PredictReport],
+    options: PredictOptions,
+    t_start: float,
+    device: str,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> None:
+    from distributed import as_completed
+
+    threads = max(1, sum(client.nthreads().values()))
+    limit = max(2, 2 * threads)
+    model_arg: Any = ref
+    if ref.inline is not None:
+        model_arg = client.scatter(ref, broadcast=True, hash=False)
+    submitted: list[Any] = []
+    ac = as_completed()
+    # Results are persisted (and seams completed) by a few driver threads, so that the driver
+    # keeps up with many workers and a fast GPU; a bounded number of results wait for them.
+    writers = ThreadPoolExecutor(_DRIVER_THREADS, thread_name_prefix="geoseg-persist")
+    max_waiting = min(threads, 2 * _DRIVER_THREADS)  # results held by the driver
+    writing: set[Future[None]] = set()
+
+    def reap(wait_one: bool) -> None:
+        if wait_one and writing:
+            futures_wait(writing, return_when=FIRST_COMPLETED)
+        for w in [w for w in writing if w.done()]:
+            writing.discard(w)
+            w.result()  # a failed write is raised here
+        for run in runs:
+            if run.complete and run.index not in reports:
+                reports[run.index] = finish(run, options, ref, t_start, device)
+
+    def submit() -> None:
+        f = client.submit(run_block, todo.popleft(), model_arg, pure=False)
+        submitted.append(f)
+        ac.add(f)
+
+    try:
+        while todo and len(submitted) < limit:
+            submit()
+        for fut in ac:
+            res: BlockResult = fut.result()
+            fut.release()
+            writing.add(writers.submit(runs[res.scene_index].persist, res))
+            del res
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            reap(False)
+            while len(writing) > max_waiting:
+                reap(True)
+            if todo:
+                submit()
+        while writing:
+            reap(True)
+        reap(False)
+    finally:
+        pending = [f for f in submitted if not f.done()]
+        if pending:
+            client.cancel(pending)
+        writers.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_outputs(paths: dict[str, Path], options: PredictOptions) -> None:
+    check_output(paths["classes"], overwrite=options.overwrite)
+    if not paths["work"].is_dir():  # an interrupted run may replace its own sidecar
+        for key in ("probs", "sidecar"):
+            check_output(paths[key], overwrite=options.overwrite)
+
+
+def _metres_per_pixel(gb: GeoBox) -> float | None:
+    if gb.crs is None:
+        return None
+    return (gb.resolution[0] + gb.resolution[1]) / 2.0 * metres_per_unit(gb)
+
+
+def _prepare(
+    index: int,
+    spec: SceneSpec,
+    meta: ModelMeta,
+    options: PredictOptions,
+    out: Path,
+    *,
+    tile: int,
+    device: str,
+) -> SceneRun:
+    warnings: list[str] = []
+    with spec.open() as scene:
+        scene.check_bands(meta.bands)
+        gb = scene.geobox
+    gsd = _metres_per_pixel(gb)
+    scale = gsd_scale(gsd, meta.gsd)
+    if scale > 1:
+        logger.info(
+            "%s: scene at %.3g m, model at %.3g m: each model pixel averages %dx%d scene pixels",
+            spec.id,
+            gsd,
+            meta.gsd,
+            scale,
+            scale,
+        )
+    elif gsd is not None and meta.gsd > 0 and abs(gsd / meta.gsd - 1.0) > GSD_TOLERANCE:
+        msg = (
+            f"{spec.image}: scene {spec.id!r} has a ground sample distance of {gsd:.3g} m but "
+            f"the model was trained at {meta.gsd:.3g} m ({abs(gsd / meta.gsd - 1):.0%} off); "
+            "predictions may be poor - resample the scene or use a model trained at this GSD"
+        )
+        logger.warning("%s", msg)
+        warnings.append(msg)
+    plan = plan_blocks(
+        gb.shape,
+        tile_size=tile * scale,
+        overlap=(options.overlap or 0) * scale,
+        block_size=options.block_size,
+    )
+    try:
+        weight_bits(plan.max_cover)
+    except ValueError as exc:
+        raise ConfigError(f"overlap {options.overlap} with tile size {tile}: {exc}") from None
+    key = work_key(spec, meta, options, tile=tile * scale, device=device, shape=gb.shape)
+    return SceneRun(
+        index,
+        spec,
+        scale=scale,
+        geobox=gb,
+        plan=plan,
+        key=key,
+        paths=output_paths(out, spec.id),
+        probabilities=options.probabilities,
+        warnings=warnings,
+    )

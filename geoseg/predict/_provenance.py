@@ -1,0 +1,203 @@
+"""Provenance of a prediction: the work key, and the outputs with their tags and sidecar.
+
+:func:`work_key` identifies a scene's run (options, model hash, input files) so that a
+work folder of another configuration is never resumed. :func:`finish` streams the finished
+blocks into Cloud-Optimized GeoTIFFs tagged ``GEOSEG_*`` (version, model hash and name,
+bands, scene, options, schema: :func:`geoseg.raster.tags.provenance_tags`), writes the
+JSON sidecar (inputs, outputs, model, options, device, grid, tiles, blocks, timings,
+warnings) and renames the class raster into place last: its existence marks a finished
+scene.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from geoseg._io import atomic_path
+from geoseg.predict._model import ModelMeta, ModelRef
+from geoseg.predict._resume import WORK_VERSION, SceneRun
+from geoseg.predict._types import PredictOptions, PredictReport
+from geoseg.raster.scene import SceneSpec
+from geoseg.raster.tags import provenance_tags
+from geoseg.raster.writers import write_classes, write_probabilities
+from geoseg.schema import IGNORE
+
+__all__ = ["finish", "work_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def _file_id(p: Path | None) -> list[object] | None:
+    if p is None:
+        return None
+    st = p.stat()
+    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def work_key(
+    spec: SceneSpec,
+    meta: ModelMeta,
+    options: PredictOptions,
+    *,
+    tile: int,
+    device: str,
+    shape: tuple[int, int],
+) -> str:
+    """A key of everything a scene's result depends on: options, model, input files, grid."""
+    ident = {
+        "version": WORK_VERSION,
+        "model": meta.sha256,
+        "tile": tile,
+        "overlap": options.overlap,
+        "blend": options.blend,
+        "tta": options.tta,
+        "device": device,
+        "precision": options.precision,
+        "block_size": options.block_size,
+        "probabilities": options.probabilities,
+        "bands": list(meta.bands),
+        "scene": {
+            "image": _file_id(spec.image),
+            "dsm": _file_id(spec.dsm),
+            "ndsm": _file_id(spec.ndsm),
+            "image_bands": list(spec.image_bands) if spec.image_bands else None,
+            "shape": list(shape),
+        },
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _options_json(options: PredictOptions, tile: int) -> dict[str, object]:
+    d = asdict(options)
+    d["tile_size"] = tile
+    d["creation_options"] = [list(kv) for kv in options.creation_options]
+    return d
+
+
+def finish(
+    run: SceneRun, options: PredictOptions, ref: ModelRef, t_start: float, device: str
+) -> PredictReport:
+    """Assemble the finished blocks into the outputs and write the sidecar."""
+    from geoseg import __version__
+
+    meta = ref.meta
+
+    t0 = time.perf_counter()
+    tile = run.plan.tile_size[0]
+    opts = _options_json(options, tile)
+    tags = provenance_tags(
+        version=__version__,
+        model_sha256=meta.sha256,
+        model=meta.name,
+        bands=meta.bands,
+        scene=run.spec.id,
+        options=opts,
+        schema=meta.schema,
+    )
+    paths = run.paths
+    # Outputs of an interrupted run may be replaced; anything else was checked up front.
+    replace = options.overwrite or run.work.is_dir()
+    probs_path: Path | None = None
+    if options.probabilities:
+        probs_path = write_probabilities(
+            paths["probs"],
+            ((w, p, c != IGNORE) for w, c, p in run.blocks() if p is not None),
+            geobox=run.geobox,
+            schema=meta.schema,
+            tags=tags,
+            overwrite=replace,
+            creation_options=options.creation_options,
+        )
+    t_probs = time.perf_counter() - t0
+    mpx = run.geobox.width * run.geobox.height / 1e6
+    side = {
+        "geoseg_version": __version__,
+        "scene": run.spec.id,
+        "inputs": {
+            "image": str(run.spec.image),
+            "dsm": str(run.spec.dsm) if run.spec.dsm else None,
+            "ndsm": str(run.spec.ndsm) if run.spec.ndsm else None,
+        },
+        "outputs": {
+            "classes": paths["classes"].name,
+            "class_names": paths["classes"].name + ".aux.xml",
+            "probabilities": probs_path.name if probs_path else None,
+        },
+        "model": {
+            "sha256": meta.sha256,
+            "name": meta.name,
+            "path": ref.path,
+            "bands": list(meta.bands),
+            "tile_size": meta.tile_size,
+            "gsd": meta.gsd,
+            "scene_pixels_per_model_pixel": run.scale,
+        },
+        "schema": meta.schema.to_dict(),
+        "options": opts,
+        "device": device,
+        "grid": {
+            "width": run.geobox.width,
+            "height": run.geobox.height,
+            "crs": run.geobox.crs.to_string() if run.geobox.crs else None,
+            "transform": list(run.geobox.transform)[:6],
+        },
+        "tiles": {
+            "planned": run.plan.n_tiles,
+            "computed": run.stats["tiles"],
+            "skipped_nodata": run.stats["skipped"],
+            "recomputed": 0,
+            "max_overlapping": run.plan.max_cover,
+        },
+        "blocks": {
+            "total": len(run.plan.blocks),
+            "grid": [run.plan.rows.n_blocks, run.plan.cols.n_blocks],
+            "resumed": run.resumed,
+            "computed": len(run.plan.blocks) - run.resumed,
+        },
+        "timings": {
+            "read_s": round(run.stats["read_s"], 3),
+            "model_wait_s": round(run.stats["wait_s"], 3),
+            "blend_s": round(run.stats["blend_s"], 3),
+            "block_tasks_s": round(run.stats["block_s"], 3),
+            "driver_persist_s": round(run.stats["persist_s"], 3),
+        },
+        "megapixels": round(mpx, 3),
+        "warnings": run.warnings,
+    }
+    side["timings"]["write_probs_s"] = round(t_probs, 3)  # type: ignore[index]
+    side["timings"]["wall_s"] = round(time.perf_counter() - t_start, 3)  # type: ignore[index]
+    # The sidecar first, the class raster last: its existence marks a finished scene.
+    with atomic_path(paths["sidecar"], overwrite=True) as tmp:  # checked up front
+        tmp.write_text(json.dumps(side, indent=2))
+    write_classes(
+        paths["classes"],
+        ((w, c) for w, c, _ in run.blocks(probs=False)),
+        geobox=run.geobox,
+        schema=meta.schema,
+        tags=tags,
+        overwrite=replace,
+        creation_options=options.creation_options,
+    )
+    shutil.rmtree(run.work, ignore_errors=True)
+    seconds = time.perf_counter() - t_start
+    logger.info("%s: %.1f Mpx predicted in %.1fs", run.spec.id, mpx, seconds)
+    return PredictReport(
+        scene=run.spec.id,
+        classes=paths["classes"],
+        probabilities=probs_path,
+        sidecar=paths["sidecar"],
+        blocks=len(run.plan.blocks),
+        blocks_resumed=run.resumed,
+        tiles=run.plan.n_tiles,
+        tiles_computed=int(run.stats["tiles"]),
+        tiles_skipped_nodata=int(run.stats["skipped"]),
+        seconds=seconds,
+        megapixels=mpx,
+        warnings=tuple(run.warnings),
+    )

@@ -1,0 +1,35 @@
+"""I/O at the edge: scenes in, rasters out.
+
+* :mod:`.scene`: :class:`SceneSpec` (picklable paths) and :class:`Scene` (image, elevation
+  and label sources aligned onto the image grid, read window by window);
+* :mod:`.ground`: the ground estimate behind a derived nDSM (pure numpy);
+* :mod:`.potsdam`: Potsdam folder layout and command-line inputs to scene specs;
+* :mod:`.writers`: Cloud-Optimized GeoTIFF writers for class and probability rasters (colour
+  table, class names in the ``.aux.xml`` sidecar for QGIS);
+* :mod:`.tags`: the ``GEOSEG_*`` raster tags, written and read only there.
+"""
+
+from __future__ import annotations
+
+from geoseg.raster.potsdam import list_potsdam_ids, potsdam_scene, resolve_scenes
+from geoseg.raster.scene import DEFAULT_MODEL_BANDS, Scene, SceneBlock, SceneSpec
+from geoseg.raster.tags import SCHEMA_TAG, ChipTags, provenance_tags, schema_from_tags
+from geoseg.raster.writers import COG_BLOCKSIZE, class_pam_xml, write_classes, write_probabilities
+
+__all__ = [
+    "COG_BLOCKSIZE",
+    "DEFAULT_MODEL_BANDS",
+    "SCHEMA_TAG",
+    "ChipTags",
+    "Scene",
+    "SceneBlock",
+    "SceneSpec",
+    "class_pam_xml",
+    "list_potsdam_ids",
+    "potsdam_scene",
+    "provenance_tags",
+    "resolve_scenes",
+    "schema_from_tags",
+    "write_classes",
+    "write_probabilities",
+]

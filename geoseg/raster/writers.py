@@ -1,0 +1,267 @@
+"""Cloud-Optimized GeoTIFF writers for class and probability rasters.
+
+A writer takes an iterable of ``(window, array)`` blocks in any order and size, so that a
+whole scene never sits in memory. The blocks go into a tiled staging GeoTIFF beside the
+output; GDAL's COG driver then copies it into a Cloud-Optimized GeoTIFF with internal
+tiling and overviews (streamed by GDAL, bounded memory). The COG is written under a
+temporary name and renamed into place only when complete.
+
+Class rasters (``uint8``, nodata 255) carry:
+
+* a colour table (the schema's colours, 255 transparent) inside the TIFF;
+* class names as GDAL **category names** and a thematic **raster attribute table**
+  (Value, Class, Red, Green, Blue). GeoTIFF has no tag for either, so GDAL keeps them in
+  the PAM sidecar ``<file>.tif.aux.xml``, which is written next to the COG. QGIS labels
+  the paletted renderer's classes with the category names when it opens the file
+  (``QgsGdalProviderBase::colorTable``), and shows the attribute table (QGIS >= 3.30).
+  Copy the ``.aux.xml`` along with the ``.tif``; without it the colours remain but the names
+  are lost;
+* overviews resampled with MODE (a class that exists, never an average of classes);
+* provenance tags (``GEOSEG_*``, see :mod:`geoseg.raster.tags`) in the TIFF's GDAL metadata.
+
+Probability rasters hold one ``uint8`` band per class (``round(255 * p)``), named by the
+band descriptions; invalid pixels are 0 and masked out by an internal per-dataset mask
+(255 is a valid probability, so it cannot serve as nodata). Their overviews average.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import rasterio.shutil
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from geoseg._io import atomic_path, check_output
+from geoseg.grid import GeoBox
+from geoseg.raster.tags import write_tags
+from geoseg.schema import IGNORE, ClassSchema
+
+__all__ = [
+    "COG_BLOCKSIZE",
+    "class_pam_xml",
+    "write_classes",
+    "write_probabilities",
+]
+
+# Log lines name the package, the public face (as geoseg.train, geoseg.vectorize do).
+logger = logging.getLogger("geoseg.raster")
+
+COG_BLOCKSIZE = 512
+"""Internal tile edge of the COGs written here."""
+
+_STAGE_OPTIONS = {
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    "compress": "zstd",
+    "zstd_level": 1,
+    "bigtiff": "if_safer",
+}
+
+# GDAL raster attribute table enums (gdal.h): GDALRATFieldType and GDALRATFieldUsage.
+_GFT_INTEGER, _GFT_STRING = 0, 2
+_GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE = 2, 5, 6, 7, 8
+
+
+def class_pam_xml(schema: ClassSchema) -> str:
+    """The GDAL PAM document (``.aux.xml``) naming the classes of band 1.
+
+    It holds the category names (index = class value) and a thematic raster attribute
+    table with the value, name and colour of each class.
+    """
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    cats = ET.SubElement(band, "CategoryNames")
+    for name in schema.classes:
+        ET.SubElement(cats, "Category").text = name
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [
+        ("Value", _GFT_INTEGER, _GFU_MINMAX),
+        ("Class", _GFT_STRING, _GFU_NAME),
+        ("Red", _GFT_INTEGER, _GFU_RED),
+        ("Green", _GFT_INTEGER, _GFU_GREEN),
+        ("Blue", _GFT_INTEGER, _GFU_BLUE),
+    ]
+    for i, (name, ftype, usage) in enumerate(fields):
+        fd = ET.SubElement(rat, "FieldDefn", index=str(i))
+        ET.SubElement(fd, "Name").text = name
+        ET.SubElement(fd, "Type").text = str(ftype)
+        ET.SubElement(fd, "Usage").text = str(usage)
+    for i, (name, colour) in enumerate(zip(schema.classes, schema.colours, strict=True)):
+        row = ET.SubElement(rat, "Row", index=str(i))
+        for v in (i, name, *colour):
+            ET.SubElement(row, "F").text = str(v)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_classes(
+    path: str | os.PathLike[str],
+    blocks: Iterable[tuple[Window, npt.NDArray[np.uint8]]],
+    *,
+    geobox: GeoBox,
+    schema: ClassSchema,
+    tags: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    creation_options: Sequence[tuple[str, str]] = (),
+) -> Path:
+    """Write a class raster COG from blocks (see the module docs for what it carries).
+
+    Args:
+        path: Output ``.tif``; its PAM sidecar ``.tif.aux.xml`` is written beside it.
+        blocks: ``(window, classes)`` with classes (h, w) uint8, 255 = nodata; together
+            they should cover the grid (uncovered pixels stay nodata).
+        geobox: The output grid (CRS, transform, size).
+        schema: Class names and colours.
+        tags: Dataset metadata (e.g. provenance) to store in the file.
+        overwrite: Replace an existing output.
+        creation_options: Extra COG creation options ``(KEY, VALUE)``.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputExistsError: The output exists and ``overwrite`` is false.
+    """
+    final = check_output(path, overwrite=overwrite)
+
+    def fill(ds: rasterio.io.DatasetWriter) -> None:
+        # The colour table must be set before any pixel is written (TIFF photometric tag).
+        ds.write_colormap(1, schema.colormap())
+        ds.set_band_description(1, "class")
+        for window, arr in blocks:
+            ds.write(arr, 1, window=window)
+
+    _write_cog(
+        final,
+        fill,
+        geobox=geobox,
+        count=1,
+        nodata=IGNORE,
+        tags=tags,
+        resampling="MODE",
+        overwrite=overwrite,
+        creation_options=creation_options,
+        pam=class_pam_xml(schema),
+    )
+    return final
+
+
+def write_probabilities(
+    path: str | os.PathLike[str],
+    blocks: Iterable[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
+    *,
+    geobox: GeoBox,
+    schema: ClassSchema,
+    tags: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    creation_options: Sequence[tuple[str, str]] = (),
+) -> Path:
+    """Write a per-class probability COG (uint8, 0..255) from blocks.
+
+    Args:
+        path: Output ``.tif``.
+        blocks: ``(window, probs, valid)``: probs (C, h, w) uint8, valid (h, w) bool.
+        geobox: The output grid.
+        schema: Class names (the band descriptions).
+        tags: Dataset metadata.
+        overwrite: Replace an existing output.
+        creation_options: Extra COG creation options ``(KEY, VALUE)``.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputExistsError: The output exists and ``overwrite`` is false.
+    """
+    final = check_output(path, overwrite=overwrite)
+
+    def fill(ds: rasterio.io.DatasetWriter) -> None:
+        for i, name in enumerate(schema.classes, start=1):
+            ds.set_band_description(i, name)
+        ds.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (schema.num_classes - 1)
+        for window, probs, valid in blocks:
+            ds.write(probs, window=window)
+            ds.write_mask(np.where(valid, np.uint8(255), np.uint8(0)), window=window)
+
+    _write_cog(
+        final,
+        fill,
+        geobox=geobox,
+        count=schema.num_classes,
+        nodata=None,
+        tags=tags,
+        resampling="AVERAGE",
+        overwrite=overwrite,
+        creation_options=creation_options,
+        pam=None,
+    )
+    return final
+
+
+def _write_cog(
+    final: Path,
+    fill: object,
+    *,
+    geobox: GeoBox,
+    count: int,
+    nodata: int | None,
+    tags: Mapping[str, str] | None,
+    resampling: str,
+    overwrite: bool,
+    creation_options: Sequence[tuple[str, str]],
+    pam: str | None,
+) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage_dir = Path(tempfile.mkdtemp(prefix=f".{final.stem}.", suffix=".stage", dir=final.parent))
+    try:
+        stage = stage_dir / "stage.tif"
+        profile: dict[str, object] = {
+            "driver": "GTiff",
+            "width": geobox.width,
+            "height": geobox.height,
+            "count": count,
+            "dtype": "uint8",
+            "crs": geobox.crs,
+            "transform": geobox.transform,
+            **_STAGE_OPTIONS,
+        }
+        if nodata is not None:
+            profile["nodata"] = nodata
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            # Tiles never written are filled with the nodata value by GDAL.
+            with rasterio.open(stage, "w", **profile) as ds:
+                fill(ds)  # type: ignore[operator]
+                if tags:
+                    write_tags(ds, tags)
+            options = {
+                "BLOCKSIZE": str(COG_BLOCKSIZE),
+                "COMPRESS": "DEFLATE",
+                "OVERVIEW_RESAMPLING": resampling,
+                "BIGTIFF": "IF_SAFER",
+                # Compression and overviews on every core: this copy is the serial tail of
+                # a prediction (override with creation option NUM_THREADS).
+                "NUM_THREADS": "ALL_CPUS",
+            }
+            options.update({k.upper(): v for k, v in creation_options})
+            with atomic_path(final, overwrite=overwrite) as tmp:
+                rasterio.shutil.copy(stage, tmp, driver="COG", **options)
+                aux = final.with_name(final.name + ".aux.xml")
+                if pam is not None:
+                    with atomic_path(aux, overwrite=True) as tmp_aux:  # belongs to the COG
+                        tmp_aux.write_text(pam)
+                elif aux.exists():
+                    aux.unlink()
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    logger.info("%s: wrote %dx%d COG (%d band(s))", final, geobox.width, geobox.height, count)

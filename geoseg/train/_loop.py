@@ -1,0 +1,411 @@
+"""The training loop: :func:`train` a model on a tile store, one epoch after another.
+
+Each epoch trains on random crops of the training chips (:func:`train_epoch`), validates on
+whole validation chips (:func:`geoseg.train._validation.evaluate_epoch`), appends a row to
+the metrics log, saves the checkpoint if the epoch is the best so far and rewrites the resume
+state (:mod:`geoseg.train._resume`).
+
+Learning-rate schedule (:func:`make_scheduler`): the default is one-cycle (Smith & Topin
+2019) stepped per batch: a warm-up over the first 15 % of steps from ``lr/25`` to ``lr``
+protects randomly initialised BatchNorm networks from early divergence with small batches,
+and the long anneal to ``lr/25000`` gives the best weights a fixed, short budget can reach
+(the CPU case). ``cosine`` (5 % linear warm-up, cosine decay to 0) and ``constant`` are the
+alternatives. Both decaying schedules depend on the total number of steps, which is why a
+resumed run must keep ``epochs`` (and every other option that changes the result).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from geoseg._torch import torch_device
+from geoseg.checkpoint import save_checkpoint
+from geoseg.data import ChipDataset, SeededSampler, band_stats
+from geoseg.evaluate import PixelMetrics
+from geoseg.train._config import TrainConfig, TrainEvent, TrainReport
+from geoseg.train._plan import plan_training
+from geoseg.train._resume import (
+    build_checkpoint,
+    check_outputs,
+    check_resumable,
+    load_resume,
+    log_path_for,
+    resume_path_for,
+    save_resume,
+    write_log,
+)
+from geoseg.train._step import make_loader, to_device, train_step
+from geoseg.train._validation import EvalResult, evaluate_epoch
+
+__all__ = ["EpochStats", "epoch_row", "make_scheduler", "train", "train_epoch"]
+
+# the package's logger: records keep the name they had before the package was split
+logger = logging.getLogger("geoseg.train")
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-batch learning-rate schedule of ``config`` over ``total_steps`` steps."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=config.lr,
+            total_steps=max(1, total_steps),
+            pct_start=0.15,
+            div_factor=25.0,
+            final_div_factor=1e3,
+        )
+    if config.schedule == "cosine":
+        warm = max(1, round(0.05 * total_steps))
+
+        def cosine(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warm)
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def _none_if_nan(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass
+class EpochStats:
+    """Mean loss, chips, seconds and the seconds spent waiting for data vs computing."""
+
+    loss: float
+    chips: int
+    seconds: float
+    wait: float
+    compute: float
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    loss_fn: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    on_step: Callable[[int, float, float], None],
+) -> EpochStats:
+    """One pass over the loader; times the wait for each batch apart from its compute."""
+    model.train()
+    t_epoch = time.perf_counter()
+    wait = compute = 0.0
+    loss_sum, seen = 0.0, 0
+    it: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
+    for step in range(1, len(loader) + 1):
+        t0 = time.perf_counter()
+        x, y = next(it)
+        t1 = time.perf_counter()
+        x, y = to_device(x, y, device)
+        loss = train_step(model, x, y, loss_fn=loss_fn, opt=opt, device=device)
+        lr = float(opt.param_groups[0]["lr"])
+        sched.step()
+        value = float(loss.item())  # synchronises: the step's compute is complete
+        wait += t1 - t0
+        compute += time.perf_counter() - t1
+        loss_sum += value * int(x.shape[0])
+        seen += int(x.shape[0])
+        on_step(step, value, lr)
+    return EpochStats(
+        loss=loss_sum / max(1, seen),
+        chips=seen,
+        seconds=time.perf_counter() - t_epoch,
+        wait=wait,
+        compute=compute,
+    )
+
+
+def epoch_row(
+    epoch: int,
+    lr: float,
+    stats: EpochStats,
+    val: EvalResult | None,
+    class_names: Sequence[str],
+    val_seconds: float,
+) -> dict[str, Any]:
+    """One row of the metrics log (None for what was not measured)."""
+    metrics = None if val is None else PixelMetrics.from_confusion(val.confusion, class_names)
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": stats.loss,
+        "val_loss": None if val is None else _none_if_nan(val.loss),
+        "val_miou": None if metrics is None else _none_if_nan(metrics.miou),
+        "val_oa": None if metrics is None else _none_if_nan(metrics.overall_accuracy),
+    }
+    for c, name in enumerate(class_names):
+        row[f"iou_{name}"] = None if metrics is None else _none_if_nan(float(metrics.iou[c]))
+    busy = stats.wait + stats.compute
+    row.update(
+        train_seconds=stats.seconds,
+        val_seconds=val_seconds,
+        seconds=stats.seconds + val_seconds,
+        chips_per_s=stats.chips / stats.seconds if stats.seconds > 0 else None,
+        data_wait_fraction=stats.wait / busy if busy > 0 else None,
+    )
+    return row
+
+
+def train(
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[TrainEvent], None] | None = None,
+) -> TrainReport:
+    """Train a model on a tile store and write the best checkpoint to ``out``.
+
+    Args:
+        store: A labelled tile store (``geoseg tile``).
+        out: The checkpoint to write (e.g. ``model.pt``); the resume state and the
+            metrics CSV are written next to it (see :func:`resume_path_for`,
+            :func:`log_path_for`).
+        config: The training options.
+        resume: Continue from ``out``'s resume state; the options must be the same as the
+            interrupted run's, except ``device``, ``workers`` and ``cache``.
+        overwrite: Start afresh even if ``out`` or its resume state exist.
+        progress: Called with a :class:`TrainEvent` after every step and every epoch.
+
+    Returns:
+        A :class:`TrainReport`.
+
+    Raises:
+        InputError: ``store`` is not a labelled tile store, a validation scene is not in it,
+            or the model name is unknown.
+        ConfigError: Bad options, a single-scene store with validation, options that differ
+            from the interrupted run's on resume, CUDA asked for but absent.
+        OutputExistsError: ``out`` (or its resume state) exists and neither ``overwrite``
+            nor ``resume`` is set.
+        CheckpointError: The resume state is missing or unreadable.
+    """
+    from geoseg.losses import build_loss
+    from geoseg.models import build_model, load_init_weights, model_spec
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    resume_file, log_file = resume_path_for(out), log_path_for(out)
+    check_outputs(out, resume=resume, overwrite=overwrite)
+    plan = plan_training(store, config)
+    num_classes = len(plan.schema)
+    loss_fn = build_loss(config.loss, num_classes=num_classes, class_weights=plan.class_weights)
+    arch_args: dict[str, Any] = {} if config.encoder is None else {"encoder": config.encoder}
+    spec = model_spec(
+        config.model, in_channels=len(plan.bands), num_classes=num_classes, **arch_args
+    )
+    device = torch_device(config.device)
+    cuda = device.type == "cuda"
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_resume(resume_file)
+        check_resumable(state["config"], config, resume_file)
+
+    train_ds = ChipDataset(
+        plan.train_paths,
+        num_classes=num_classes,
+        crop=plan.crop,
+        augment=config.augment,
+        downsample=config.downsample,
+        cache=config.cache,
+    )
+    if state is not None:
+        mean, std = tuple(state["mean"]), tuple(state["std"])
+    else:
+        t0 = time.perf_counter()
+        stats = band_stats(train_ds)
+        mean, std = stats.mean, stats.std
+        logger.info(
+            "band statistics over %d valid pixels in %.1f s: mean %s, std %s",
+            stats.pixels,
+            time.perf_counter() - t0,
+            [round(v, 3) for v in mean],
+            [round(v, 3) for v in std],
+        )
+    train_ds.set_normalisation(mean, std)
+    val_ds = ChipDataset(
+        plan.val_paths,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        downsample=config.downsample,
+        native_labels=True,
+        cache=config.cache,
+    )
+
+    torch.manual_seed(config.seed)
+    model = build_model(spec["name"], **spec["args"])
+    if config.init_weights and state is None:
+        load_init_weights(model, config.init_weights, band_names=plan.bands)
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        torch.backends.cudnn.benchmark = True
+    loss_fn.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = math.ceil(len(train_ds) / config.batch_size)
+    sched = make_scheduler(opt, config, steps * config.epochs)
+    train_sampler = SeededSampler(len(train_ds), seed=config.seed, shuffle=True)
+    loaders = {
+        "train": make_loader(
+            train_ds,
+            train_sampler,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            cuda=cuda,
+            seed=config.seed,
+        ),
+        "val": make_loader(
+            val_ds,
+            SeededSampler(len(val_ds), seed=config.seed, shuffle=False),
+            batch_size=config.batch_size,
+            workers=config.workers if len(val_ds) else 0,
+            cuda=cuda,
+            seed=config.seed,
+        ),
+    }
+
+    history: list[dict[str, Any]] = []
+    best_miou: float | None = None
+    best_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if cuda and state.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        history = [dict(r) for r in state["history"]]
+        best_miou, best_epoch = state["best_miou"], int(state["best_epoch"])
+        write_log(log_file, history)  # drops rows of an epoch whose state was not saved
+        logger.info("resuming %s after epoch %d", resume_file, len(history))
+    else:
+        # A fresh run: an old resume state must not be picked up if this one is interrupted
+        # before its first epoch ends. An old checkpoint stays until the new one replaces it.
+        resume_file.unlink(missing_ok=True)
+        log_file.unlink(missing_ok=True)
+    logger.info(
+        "training %s on %d chips (%s), validating on %d chips (%s), %d steps/epoch, %s",
+        config.model,
+        len(train_ds),
+        ", ".join(plan.train_scenes),
+        len(val_ds),
+        ", ".join(plan.val_scenes) or "none",
+        steps,
+        device,
+    )
+
+    def event(
+        kind: Literal["step", "epoch"], epoch: int, step: int, loss: float, lr: float
+    ) -> None:
+        if progress is not None:
+            last = history[-1] if history else {}
+            progress(
+                TrainEvent(
+                    kind=kind,
+                    epoch=epoch,
+                    epochs=config.epochs,
+                    step=step,
+                    steps=steps,
+                    loss=loss,
+                    lr=lr,
+                    val_miou=last.get("val_miou"),
+                    val_loss=last.get("val_loss"),
+                    best_epoch=best_epoch,
+                )
+            )
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        train_sampler.set_epoch(epoch)
+        stats_e = train_epoch(
+            model,
+            loaders["train"],
+            loss_fn=loss_fn,
+            opt=opt,
+            sched=sched,
+            device=device,
+            on_step=functools.partial(event, "step", epoch),
+        )
+        t_val = time.perf_counter()
+        val = None
+        if len(val_ds):
+            val = evaluate_epoch(
+                model, loaders["val"], device=device, num_classes=num_classes, loss_fn=loss_fn
+            )
+        row = epoch_row(
+            epoch,
+            float(opt.param_groups[0]["lr"]),
+            stats_e,
+            val,
+            plan.schema.classes,
+            time.perf_counter() - t_val,
+        )
+        history.append(row)
+        write_log(log_file, history)
+        miou = row["val_miou"]
+        if (
+            val is None
+            or best_epoch == 0
+            or (miou is not None and (best_miou is None or miou > best_miou))
+        ):
+            best_miou, best_epoch = miou, epoch
+            save_checkpoint(
+                build_checkpoint(model, spec, plan, mean, std, row, config, store),
+                out,
+                overwrite=True,
+            )
+        save_resume(
+            resume_file, config, epoch, model, opt, sched, cuda, best_miou, best_epoch,
+            mean, std, history,
+        )  # fmt: skip
+        logger.info(
+            "epoch %d/%d: train loss %.4f, val loss %s, val mIoU %s, %.1f s, %.1f chips/s, "
+            "data wait %.1f %%",
+            epoch,
+            config.epochs,
+            row["train_loss"],
+            _fmt(row["val_loss"]),
+            _fmt(row["val_miou"]),
+            row["seconds"],
+            row["chips_per_s"] or 0.0,
+            100 * (row["data_wait_fraction"] or 0.0),
+        )
+        event("epoch", epoch, steps, row["train_loss"], row["lr"])
+
+    return TrainReport(
+        checkpoint=out,
+        resume=resume_file,
+        log=log_file,
+        epochs=len(history),
+        best_epoch=best_epoch,
+        best_val_miou=best_miou,
+        train_scenes=plan.train_scenes,
+        val_scenes=plan.val_scenes,
+        train_chips=len(train_ds),
+        val_chips=len(val_ds),
+        device=device.type,
+        history=tuple(history),
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"

@@ -1,0 +1,167 @@
+"""Scoring whole chips: the validation of each epoch and :func:`evaluate_chips`.
+
+Both predict whole chips, upsample the logits to the labels' own resolution (a model trained
+on chips read ``f`` times coarser is still scored against the store's labels) and accumulate
+a confusion matrix over the valid (non-255) pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from torch.utils.data import DataLoader
+
+from geoseg._torch import torch_device
+from geoseg.checkpoint import Checkpoint, load_checkpoint
+from geoseg.data import ChipDataset, SeededSampler, chip_gsd
+from geoseg.errors import BandMismatchError, InputError, SchemaError
+from geoseg.evaluate import PixelMetrics, confusion_matrix
+from geoseg.schema import IGNORE
+from geoseg.tiles import read_store
+from geoseg.train._config import Device
+from geoseg.train._step import autocast, make_loader, to_device
+
+__all__ = ["EvalResult", "evaluate_chips", "evaluate_epoch"]
+
+
+@dataclass
+class EvalResult:
+    """A confusion matrix (true x predicted) and the mean loss (NaN without one)."""
+
+    confusion: np.ndarray
+    loss: float
+
+
+def evaluate_epoch(
+    model: nn.Module,
+    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device,
+    num_classes: int,
+    loss_fn: nn.Module | None,
+) -> EvalResult:
+    """Predict whole chips; upsample logits to the labels' size; accumulate a confusion matrix.
+
+    The loss is the mean of the batch losses weighted by their valid (non-255) pixels.
+    """
+    model.eval()
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    loss_sum, weight = 0.0, 0
+    with torch.no_grad():
+        for x, y_host in loader:
+            x, y = to_device(x, y_host, device)
+            with autocast(device):
+                logits = model(x)
+            logits = logits.float()
+            if logits.shape[-2:] != y.shape[-2:]:
+                # Chips read f times coarser (padded to a multiple of f): upsample by f and
+                # crop. Block means put coarse pixel i's centre at fine (i + 0.5) f - 0.5,
+                # which is what align_corners=False assumes.
+                f = max(1, round(y.shape[-1] / x.shape[-1]))
+                size = (x.shape[-2] * f, x.shape[-1] * f)
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                logits = logits[..., : y.shape[-2], : y.shape[-1]]
+            n_valid = int((y != IGNORE).sum())
+            if loss_fn is not None and n_valid:
+                loss_sum += float(loss_fn(logits, y)) * n_valid
+                weight += n_valid
+            pred = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            cm += confusion_matrix(pred, y_host.numpy(), num_classes=num_classes)
+    return EvalResult(cm, loss_sum / weight if weight else math.nan)
+
+
+def evaluate_chips(
+    checkpoint: Checkpoint | str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    scenes: Sequence[str] | None = None,
+    batch_size: int = 8,
+    device: Device = "auto",
+    workers: int = 0,
+) -> PixelMetrics:
+    """Score a checkpoint on whole chips of a labelled store, as validation does in training.
+
+    Chips are read at the checkpoint's ground sample distance (downsampled by
+    ``checkpoint.gsd / store GSD``), normalised with the checkpoint's statistics, and the
+    predicted logits are upsampled back to the chips' resolution and compared with their
+    labels (255 ignored). Overlapping chips count their shared pixels more than once.
+
+    Args:
+        checkpoint: A :class:`~geoseg.checkpoint.Checkpoint` or its file.
+        store: A labelled tile store with the checkpoint's bands and classes.
+        scenes: Scenes to score (all of the store's if None).
+        batch_size: Chips per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        workers: DataLoader worker processes.
+
+    Returns:
+        The :class:`~geoseg.evaluate.PixelMetrics` over all scored pixels.
+
+    Raises:
+        InputError: Not a labelled store, unknown scenes.
+        BandMismatchError: The store's bands differ from the checkpoint's.
+        SchemaError: The store's classes differ from the checkpoint's.
+        CheckpointError: An unreadable checkpoint.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    meta, index = read_store(store)
+    if not meta.get("labels"):
+        raise InputError(f"{store}: the tile store has no labels to score against")
+    bands = tuple(meta["bands"])
+    if bands != tuple(ckpt.bands):
+        raise BandMismatchError(
+            f"{store}: store bands {list(bands)} differ from the checkpoint's "
+            f"{list(ckpt.bands)}; tile the scenes with --bands {','.join(ckpt.bands)}"
+        )
+    classes = tuple(c["name"] for c in meta["schema"]["classes"])
+    if classes != ckpt.schema.classes:
+        raise SchemaError(
+            f"{store}: store classes {list(classes)} differ from the checkpoint's "
+            f"{list(ckpt.schema.classes)}"
+        )
+    known = sorted(set(index["scene"]))
+    wanted = known if scenes is None else list(scenes)
+    missing = [s for s in wanted if s not in known]
+    if missing:
+        raise InputError(f"scene {missing[0]!r} is not in {store}; its scenes: {', '.join(known)}")
+    rows = index[index["scene"].isin(wanted)].sort_values("path")
+    paths = [Path(store) / p for p in rows["path"]]
+    if not paths:
+        raise InputError(f"{store}: no chips to score")
+    ratio = ckpt.gsd / chip_gsd(paths[0])
+    factor = max(1, round(ratio))
+    if abs(ratio - factor) > 0.01 * factor:
+        raise InputError(
+            f"{store}: chips at {chip_gsd(paths[0])} m/px cannot be read at the checkpoint's "
+            f"{ckpt.gsd} m/px by an integer factor; tile scenes at a compatible resolution"
+        )
+    dev = torch_device(device)
+    ds = ChipDataset(
+        paths,
+        num_classes=ckpt.num_classes,
+        mean=ckpt.mean,
+        std=ckpt.std,
+        downsample=factor,
+        native_labels=True,
+    )
+    loader = make_loader(
+        ds,
+        SeededSampler(len(ds), seed=0, shuffle=False),
+        batch_size=batch_size,
+        workers=workers,
+        cuda=dev.type == "cuda",
+        seed=0,
+    )
+    model = ckpt.build_model().to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    result = evaluate_epoch(model, loader, device=dev, num_classes=ckpt.num_classes, loss_fn=None)
+    return PixelMetrics.from_confusion(result.confusion, ckpt.schema.classes)
