@@ -46,7 +46,7 @@ from pydantic import (
 )
 
 from geoseg.errors import ConfigError
-from geoseg.options import EvaluateOptions, PredictOptions, VectorizeOptions
+from geoseg.options import EvaluateOptions, PredictOptions, VectorizeOptions, check_overlap
 from geoseg.pipeline._inputs import InputEntry, JobInput, resolve_scenes
 from geoseg.pipeline._problems import problems_of
 from geoseg.pipeline._sections import (
@@ -346,10 +346,13 @@ def _cross_checks(
                 tile, tile_src = ckpt.tile_size, "the checkpoint's tile size"
     overlap = predict.overlap if predict is not None else None
     judged = not {"predict.overlap", "predict.tile_size"} & parts.dropped
-    if judged and tile is not None and overlap is not None and overlap >= tile:
-        problems.append(
-            f"steps.predict.overlap: {overlap} must be smaller than {tile_src} ({tile})"
-        )
+    if judged and tile is not None and overlap is not None:
+        try:
+            check_overlap(tile, overlap)
+        except ConfigError:
+            problems.append(
+                f"steps.predict.overlap: {overlap} must be smaller than {tile_src} ({tile})"
+            )
     sch = None
     if schema is not None and (check_files or isinstance(schema, str)):
         try:

@@ -73,11 +73,28 @@ def work_key(
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _options_json(options: PredictOptions, tile: int) -> dict[str, object]:
+def _options_json(options: PredictOptions) -> dict[str, object]:
+    """The resolved options as given: tile size and overlap in the model's pixels."""
     d = asdict(options)
-    d["tile_size"] = tile
     d["creation_options"] = [list(kv) for kv in options.creation_options]
     return d
+
+
+def tiling_json(options: PredictOptions, scale: int) -> dict[str, int | None]:
+    """Tile size and overlap in both units, named as such.
+
+    The model sees tiles of ``tile_model_px`` at its own GSD; on a finer scene each model
+    pixel averages ``scale`` x ``scale`` scene pixels, so the same tile covers
+    ``tile_scene_px`` scene pixels.
+    """
+    tile, overlap = options.tile_size, options.overlap
+    return {
+        "scene_pixels_per_model_pixel": scale,
+        "tile_model_px": tile,
+        "overlap_model_px": overlap,
+        "tile_scene_px": None if tile is None else tile * scale,
+        "overlap_scene_px": None if overlap is None else overlap * scale,
+    }
 
 
 def finish(
@@ -89,8 +106,7 @@ def finish(
     meta = ref.meta
 
     t0 = time.perf_counter()
-    tile = run.plan.tile_size[0]
-    opts = _options_json(options, tile)
+    opts = _options_json(options)
     tags = provenance_tags(
         version=__version__,
         model_sha256=meta.sha256,
@@ -140,6 +156,7 @@ def finish(
         },
         "schema": meta.schema.to_dict(),
         "options": opts,
+        "tiling": tiling_json(options, run.scale),
         "device": device,
         "grid": {
             "width": run.geobox.width,

@@ -108,7 +108,15 @@ def test_model_trained_at_coarser_gsd_sees_averaged_pixels(tmp_path: Path) -> No
     assert np.array_equal(cls, expected)
     side = json.loads(rep.sidecar.read_text())
     assert side["model"]["scene_pixels_per_model_pixel"] == 4
-    assert side["options"]["tile_size"] == 128  # 32 model pixels = 128 scene pixels
+    # options as given (model pixels); the tiling in both units, named as such
+    assert side["options"]["tile_size"] == 32 and side["options"]["overlap"] == 8
+    assert side["tiling"] == {
+        "scene_pixels_per_model_pixel": 4,
+        "tile_model_px": 32,
+        "overlap_model_px": 8,
+        "tile_scene_px": 128,
+        "overlap_scene_px": 32,
+    }
 
 
 def test_nodata_exactly_where_the_scene_is_invalid(tmp_path: Path) -> None:
