@@ -12,6 +12,8 @@ from geoseg.errors import (
     GeosegError,
     GridMismatchError,
     InputError,
+    NoValidDataError,
+    OutputError,
     OutputExistsError,
     SchemaError,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "GeosegError",
     "GridMismatchError",
     "InputError",
+    "NoValidDataError",
+    "OutputError",
     "OutputExistsError",
     "SchemaError",
     "__version__",

@@ -10,6 +10,10 @@
   claim a fixed port: two runs on one machine (or a user's own Dask dashboard on 8787)
   never collide.
 
+While the client is in use, the ``Compute Failed`` dumps that in-process Dask workers log
+for a failed task (a multi-line traceback on stderr) are dropped: the caller gets the
+task's exception from its future and reports it, in one line.
+
 ``distributed`` is imported inside the function, so importing this module stays cheap.
 """
 
@@ -55,6 +59,17 @@ def dask_client(
     Raises:
         InputError: The scheduler address cannot be reached.
     """
+    with (
+        _quiet_task_failures(),
+        _client(scheduler, workers=workers, quiet=quiet, timeout=timeout) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
+def _client(
+    scheduler: Client | str | None, *, workers: int, quiet: bool, timeout: str | float
+) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if scheduler is None:
@@ -97,6 +112,24 @@ def dask_client(
             client.close()
         return
     yield scheduler
+
+
+class _NoTaskFailureDump(logging.Filter):
+    """Drops the worker's ``Compute Failed`` record (the caller reports the failure)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+@contextlib.contextmanager
+def _quiet_task_failures() -> Iterator[None]:
+    log = logging.getLogger("distributed.worker")
+    dropper = _NoTaskFailureDump()
+    log.addFilter(dropper)
+    try:
+        yield
+    finally:
+        log.removeFilter(dropper)
 
 
 @contextlib.contextmanager

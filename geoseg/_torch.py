@@ -119,8 +119,7 @@ def safe_load(
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{p}: refused to load: the file contains objects other than weights and plain data "
-            f"({first_line(exc, 160, 'unsafe content')}); it was tampered with or is not a "
-            f"{what}; {hint}"
+            f"({_refusal(exc)}); it was tampered with or is not a {what}; {hint}"
         ) from None
     except FileNotFoundError:
         raise CheckpointError(f"{p}: {what} not found; {hint}") from None
@@ -128,3 +127,11 @@ def safe_load(
         raise CheckpointError(
             f"{p}: not a readable {what} (truncated or corrupt: {first_line(exc, 160)}); {hint}"
         ) from None
+
+
+def _refusal(exc: BaseException) -> str:
+    """The line of torch's refusal that names what was refused (not its advice to load it)."""
+    for line in str(exc).splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip()[:160]
+    return first_line(exc, 160, "unsafe content")

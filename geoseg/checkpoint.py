@@ -6,20 +6,25 @@ size and ground sample distance it was trained at, training metrics and the geos
 
 The file is a plain ``torch.save`` of dicts, lists, strings, numbers and tensors, so it
 loads with ``torch.load(..., weights_only=True)``: no pickled code is ever executed. A
-tampered, truncated or foreign file raises :class:`~geoseg.errors.CheckpointError`.
+tampered, truncated or foreign file raises :class:`~geoseg.errors.CheckpointError`, and so
+does a well-formed file that could not be used: :func:`load_checkpoint` checks everything
+(:meth:`Checkpoint.validate`: the architecture, its arguments, the weights against it, the
+normalisation, the classes, the tile size and the GSD) before anyone starts work with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._io import atomic_path
 from geoseg._torch import safe_load
-from geoseg.errors import CheckpointError, SchemaError, first_line
+from geoseg.errors import CheckpointError, InputError, SchemaError, first_line
 from geoseg.schema import ClassSchema
 
 if TYPE_CHECKING:
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MIN_TILE_SIZE",
     "Checkpoint",
     "file_sha256",
     "load_checkpoint",
@@ -69,11 +75,9 @@ class Checkpoint:
     geoseg_version: str = ""
 
     def __post_init__(self) -> None:
-        if not (len(self.bands) == len(self.mean) == len(self.std)):
-            raise CheckpointError(
-                f"checkpoint has {len(self.bands)} bands but {len(self.mean)} means and "
-                f"{len(self.std)} stds"
-            )
+        problem = _normalisation_problem(self.bands, self.mean, self.std)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint of {self.arch.get('name', 'a model')!r}: {problem}")
 
     @classmethod
     def untrained(
@@ -114,22 +118,137 @@ class Checkpoint:
         """Number of output classes."""
         return len(self.schema)
 
+    def validate(self, source: str | os.PathLike[str] | None = None) -> None:
+        """Check that this checkpoint can be applied, without building the real model.
+
+        Checked: the architecture is registered and its arguments are valid and match the
+        bands and classes; the weights fit it exactly (every key, shape and kind, all values
+        finite; checked on torch's ``meta`` device, so nothing is allocated); one finite
+        mean and one finite std > 0 per band, band names unique; at least two classes; a
+        tile size of at least :data:`MIN_TILE_SIZE` pixels; a finite GSD > 0.
+
+        Args:
+            source: The checkpoint's file, named in the message (``checkpoint`` if None).
+
+        Raises:
+            CheckpointError: ``"{source}: {what is wrong}; {how to fix it}"``, one line.
+        """
+        where = str(source) if source is not None else "checkpoint"
+        for check in (self._fields_problem, self._arch_problem, self._weights_problem):
+            problem = check()
+            if problem is not None:
+                raise CheckpointError(f"{where}: {problem}")
+
+    def _fields_problem(self) -> str | None:
+        """What is wrong with the bands, normalisation, classes, tile size or GSD."""
+        problem = _normalisation_problem(self.bands, self.mean, self.std)
+        if problem is not None:
+            return problem
+        if len(self.schema) < 2:
+            return (
+                f"its class schema has {len(self.schema)} class; a model needs at least two "
+                f"classes; {_RETRAIN}"
+            )
+        if (
+            isinstance(self.tile_size, bool)
+            or not isinstance(self.tile_size, int)
+            or self.tile_size < MIN_TILE_SIZE
+        ):
+            return f"tile size {self.tile_size!r} is not an integer >= {MIN_TILE_SIZE}; {_RETRAIN}"
+        if not _is_real(self.gsd) or not math.isfinite(self.gsd) or self.gsd <= 0:
+            return (
+                f"ground sample distance {self.gsd!r} is not a number > 0 (metres per pixel); "
+                f"{_RETRAIN}"
+            )
+        return None
+
+    def _arch_problem(self) -> str | None:
+        """What is wrong with the architecture's name and arguments."""
+        from geoseg.models import MODELS
+
+        name, args = self.arch.get("name"), self.arch.get("args", {})
+        if not isinstance(name, str) or name not in MODELS:
+            return (
+                f"unknown architecture {name!r} (known: {', '.join(MODELS)}); it was written "
+                "by another program or a newer geoseg; use a checkpoint of this geoseg"
+            )
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            return f"the arguments of architecture {name!r} are not a mapping; {_RETRAIN}"
+        for key, want, what in (
+            ("in_channels", len(self.bands), "bands"),
+            ("num_classes", len(self.schema), "classes"),
+        ):
+            if args.get(key) != want:
+                return (
+                    f"architecture {name!r} has {key}={args.get(key)!r} but the checkpoint "
+                    f"lists {want} {what}; {_RETRAIN}"
+                )
+        return None
+
+    def _weights_problem(self) -> str | None:
+        """What keeps the weights from loading into the architecture (on the meta device)."""
+        import torch
+
+        from geoseg.models import build_model
+
+        name, args = str(self.arch["name"]), dict(self.arch.get("args", {}))
+        try:
+            with torch.device("meta"):
+                model = build_model(name, **args)
+        except (InputError, TypeError, ValueError, RuntimeError) as exc:
+            return (
+                f"architecture {name!r} cannot be built with its arguments {args} "
+                f"({first_line(exc, 160)}); {_RETRAIN}"
+            )
+        want = model.state_dict()
+        missing = [k for k in want if k not in self.state_dict]
+        if missing:
+            return (
+                f"the weights lack {missing[0]!r} ({len(missing)} of {len(want)} missing) for "
+                f"architecture {name!r}; {_DAMAGED}"
+            )
+        unexpected = [k for k in self.state_dict if k not in want]
+        if unexpected:
+            return (
+                f"the weights hold {unexpected[0]!r}, which architecture {name!r} does not "
+                f"have ({len(unexpected)} unexpected); {_DAMAGED}"
+            )
+        for key, ref in want.items():
+            value = self.state_dict[key]
+            if not isinstance(value, torch.Tensor):
+                return f"weight {key!r} is a {type(value).__name__}, not a tensor; {_DAMAGED}"
+            if tuple(value.shape) != tuple(ref.shape):
+                return (
+                    f"weight {key!r} has shape {list(value.shape)} but architecture {name!r} "
+                    f"needs {list(ref.shape)}; {_DAMAGED}"
+                )
+            if value.is_complex() or value.is_floating_point() != ref.is_floating_point():
+                return (
+                    f"weight {key!r} is {str(value.dtype).removeprefix('torch.')} but "
+                    f"architecture {name!r} needs {str(ref.dtype).removeprefix('torch.')}; "
+                    f"{_DAMAGED}"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return f"weight {key!r} holds NaN or infinite values; {_RETRAIN}"
+        return None
+
     def build_model(self) -> torch.nn.Module:
         """The architecture with these weights loaded, in eval mode.
 
         Raises:
-            CheckpointError: The weights do not fit the architecture.
+            CheckpointError: The architecture cannot be built, or the weights do not fit it
+                (:meth:`validate` says which first).
         """
         from geoseg.models import build_model
 
-        args = dict(self.arch.get("args", {}))
-        model = build_model(str(self.arch["name"]), **args)
+        name = str(self.arch.get("name"))
         try:
+            model = build_model(name, **dict(self.arch.get("args", {})))
             model.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
+        except (InputError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
-                f"checkpoint weights do not fit architecture {self.arch['name']!r}: "
-                f"{first_line(exc)}"
+                f"checkpoint weights do not fit architecture {name!r} "
+                f"({first_line(exc, 160)}); {_DAMAGED}"
             ) from None
         return model.eval()
 
@@ -171,6 +290,45 @@ def save_checkpoint(
     return Path(path)
 
 
+MIN_TILE_SIZE = 16
+"""The smallest tile size a checkpoint may record (as ``--tile-size`` allows)."""
+
+_RETRAIN = "the file is damaged or was not written by `geoseg train`; train the model again"
+_DAMAGED = "the file is damaged or its weights were edited; use the .pt `geoseg train` wrote"
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _normalisation_problem(
+    bands: tuple[object, ...], mean: tuple[object, ...], std: tuple[object, ...]
+) -> str | None:
+    """What is wrong with the bands and their normalisation; None when they are usable."""
+    if not bands:
+        return f"it lists no input bands; {_RETRAIN}"
+    if not (len(bands) == len(mean) == len(std)):
+        return (
+            f"{len(bands)} bands but {len(mean)} means and {len(std)} stds (one of each per "
+            f"band is needed); {_RETRAIN}"
+        )
+    for b in bands:
+        if not isinstance(b, str) or not b:
+            return f"band name {b!r} is not a text; {_RETRAIN}"
+    if len(set(bands)) != len(bands):
+        dup = next(b for b in bands if bands.count(b) > 1)
+        return f"band {dup!r} is listed twice; {_RETRAIN}"
+    for b, m, s in zip(bands, mean, std, strict=True):
+        if not _is_real(m) or not math.isfinite(m):  # type: ignore[arg-type]
+            return f"the mean of band {b!r} is {m!r}, not a finite number; {_RETRAIN}"
+        if not _is_real(s) or not math.isfinite(s) or s <= 0:  # type: ignore[arg-type,operator]
+            return (
+                f"the std of band {b!r} is {s!r}; it must be a finite number > 0 "
+                f"(inputs are divided by it); {_RETRAIN}"
+            )
+    return None
+
+
 _REQUIRED = {
     "arch": dict,
     "state_dict": dict,
@@ -183,15 +341,57 @@ _REQUIRED = {
 }
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_archive(p: Path) -> None:
+    """Refuse what ``torch.save`` did not write as a whole zip archive, before unpickling.
+
+    Every checkpoint geoseg writes is one (torch's default format), so an empty file, a
+    text file or a bare pickle never reaches the unpickler, and a truncated or bit-flipped
+    copy is named as such (the zip directory and every member's CRC are checked).
+    """
+    try:
+        with p.open("rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+        if not head:
+            raise CheckpointError(f"{p}: the file is empty (0 bytes); re-copy it or train again")
+        if head != _ZIP_MAGIC:
+            raise CheckpointError(
+                f"{p}: not a geoseg checkpoint (not a torch archive: it starts with {head!r}); "
+                "use the .pt file `geoseg train` wrote"
+            )
+        with zipfile.ZipFile(p) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(
+            f"{p}: the checkpoint is truncated or corrupt ({first_line(exc, 120)}); re-copy it "
+            "or train again"
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{p}: the checkpoint is corrupt (entry {bad!r} fails its checksum); re-copy it or "
+            "train again"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") -> Checkpoint:
     """Load and validate a checkpoint without executing any pickled code.
 
+    The checkpoint is checked completely (:meth:`Checkpoint.validate`), so a file that
+    loads is one that can be used.
+
     Raises:
-        CheckpointError: Missing, truncated, tampered with, or not a geoseg checkpoint.
+        CheckpointError: Missing, truncated, tampered with, not a geoseg checkpoint, or one
+            that cannot be used (the message names the file and the first problem).
     """
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint not found; give the .pt file `geoseg train` wrote")
+        what = "is a folder, not a checkpoint file" if p.is_dir() else "checkpoint not found"
+        raise CheckpointError(f"{p}: {what}; give the .pt file `geoseg train` wrote")
+    _check_archive(p)
     payload = safe_load(
         p,
         map_location=map_location,
@@ -204,36 +404,53 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
             "`geoseg train`"
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{p}: checkpoint format version {version!r} is invalid; {_RETRAIN}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{p}: checkpoint format version {version!r} is newer than this geoseg supports "
             f"({FORMAT_VERSION}); upgrade geoseg"
         )
     for key, typ in _REQUIRED.items():
         value = payload.get(key)
-        if typ is float and isinstance(value, int):
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, typ):
-            raise CheckpointError(f"{p}: checkpoint field {key!r} is missing or malformed")
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{p}: checkpoint field {key!r} is missing or not a {typ.__name__}; {_RETRAIN}"
+            )
         payload[key] = value
     if "name" not in payload["arch"]:
-        raise CheckpointError(f"{p}: checkpoint field 'arch' has no model name")
+        raise CheckpointError(f"{p}: checkpoint field 'arch' has no model name; {_RETRAIN}")
+    bands, mean, std = (tuple(payload[k]) for k in ("bands", "mean", "std"))
+    problem = _normalisation_problem(bands, mean, std)
+    if problem is not None:
+        raise CheckpointError(f"{p}: {problem}")
     try:
-        return Checkpoint(
+        # The schema's own message names the file and says what is wrong.
+        schema = ClassSchema.from_dict(payload["schema"], source=f"{p} (its class schema)")
+    except SchemaError as exc:
+        raise CheckpointError(str(exc)) from None
+    try:
+        ckpt = Checkpoint(
             arch=payload["arch"],
             state_dict=payload["state_dict"],
-            bands=tuple(payload["bands"]),
-            mean=tuple(payload["mean"]),
-            std=tuple(payload["std"]),
-            schema=ClassSchema.from_dict(payload["schema"], source=str(p)),
+            bands=bands,
+            mean=mean,
+            std=std,
+            schema=schema,
             tile_size=payload["tile_size"],
             gsd=payload["gsd"],
             metrics=dict(payload.get("metrics") or {}),
             config=dict(payload.get("config") or {}),
             geoseg_version=str(payload.get("geoseg_version", "")),
         )
-    except (TypeError, ValueError, SchemaError) as exc:
-        raise CheckpointError(f"{p}: checkpoint content is malformed ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{p}: checkpoint content is malformed ({first_line(exc, 160)}); {_RETRAIN}"
+        ) from None
+    ckpt.validate(p)
+    return ckpt
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -57,6 +57,7 @@ def run_demo(
         step: Called with a short description as each step starts.
 
     Raises:
+        OutputError: ``out`` cannot be created (a parent is a file, a file is there).
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
     from geoseg.evaluate import evaluate_rasters, evaluate_vectors, write_report
@@ -67,7 +68,7 @@ def run_demo(
     from geoseg.train import TrainConfig, train
     from geoseg.vectorize import VectorizeOptions, vectorize_raster
 
-    root = check_output(out, overwrite=overwrite)
+    root = check_output(out, overwrite=overwrite, kind="dir")
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)

@@ -15,6 +15,8 @@ __all__ = [
     "GeosegError",
     "GridMismatchError",
     "InputError",
+    "NoValidDataError",
+    "OutputError",
     "OutputExistsError",
     "SchemaError",
     "first_line",
@@ -51,6 +53,21 @@ class CheckpointError(InputError):
 
 class ConfigError(InputError):
     """A job or option file is invalid."""
+
+
+class NoValidDataError(InputError):
+    """The inputs hold no usable pixel (all nodata or NaN, or all below a validity threshold).
+
+    Raised instead of writing an output that would be empty.
+    """
+
+
+class OutputError(GeosegError):
+    """An output cannot be created where asked.
+
+    A parent of the path is a file, the folder is not writable, the name is too long, or
+    the path is a folder where a file is to be written (or a file where a folder is).
+    """
 
 
 class OutputExistsError(GeosegError):

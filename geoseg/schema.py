@@ -41,24 +41,9 @@ class ClassSchema:
     colours: tuple[tuple[int, int, int], ...]
 
     def __post_init__(self) -> None:
-        if not self.classes:
-            raise SchemaError(f"schema {self.name!r}: it has no classes; list at least one")
-        if len(self.classes) != len(self.colours):
-            raise SchemaError(
-                f"schema {self.name!r}: {len(self.classes)} names but {len(self.colours)} "
-                "colours; give one colour per class"
-            )
-        if len(self.classes) >= IGNORE:
-            raise SchemaError(f"schema {self.name!r}: at most 254 classes are supported")
-        if len(set(self.classes)) != len(self.classes):
-            raise SchemaError(f"schema {self.name!r}: class names must be unique")
-        if len(set(self.colours)) != len(self.colours):
-            raise SchemaError(f"schema {self.name!r}: class colours must be unique")
-        for c in self.colours:
-            if len(c) != 3 or not all(0 <= int(v) <= 255 for v in c):
-                raise SchemaError(
-                    f"schema {self.name!r}: colour {c!r} is not an RGB triple of 0..255"
-                )
+        problem = _problem(self.classes, self.colours)
+        if problem is not None:
+            raise SchemaError(f"schema {self.name!r}: {problem}")
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -134,32 +119,118 @@ class ClassSchema:
         """Build a schema from :meth:`to_dict` output (or the YAML/JSON file form).
 
         Raises:
-            SchemaError: If the mapping is malformed.
+            SchemaError: If the mapping is malformed; one line naming ``source``.
         """
-        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+        if data is None:
+            raise SchemaError(f"{source}: the schema is empty; {_FORM}")
+        if not isinstance(data, dict):
             raise SchemaError(
-                f"{source}: expected a mapping with a 'classes' list of {{name, colour}} entries"
+                f"{source}: expected a mapping with a 'classes' list, got {_kind(data)}; {_FORM}"
             )
+        if "classes" not in data:
+            raise SchemaError(f"{source}: no 'classes' key; {_FORM}")
+        entries = data["classes"]
+        if not isinstance(entries, list):
+            raise SchemaError(
+                f"{source}: expected a mapping with a 'classes' list, but 'classes' is "
+                f"{_kind(entries)}; {_FORM}"
+            )
+        name = data.get("name", Path(source).stem)
+        if isinstance(name, int | float) and not isinstance(name, bool):
+            name = str(name)  # ``name: 2024`` in YAML
+        if not isinstance(name, str) or not name.strip():
+            raise SchemaError(f"{source}: 'name' {name!r} is not a text; give the schema a name")
         names: list[str] = []
         colours: list[tuple[int, int, int]] = []
-        for i, entry in enumerate(data["classes"]):
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("name"), str)
-                or not isinstance(entry.get("colour", entry.get("color")), list | tuple)
-            ):
-                raise SchemaError(
-                    f"{source}: class #{i} must be {{name: str, colour: [r, g, b]}}, got {entry!r}"
-                )
-            names.append(entry["name"])
-            col = entry.get("colour", entry.get("color"))
-            assert col is not None
-            if len(col) != 3 or not all(isinstance(v, int) for v in col):
-                raise SchemaError(
-                    f"{source}: class {entry['name']!r} colour must be [r, g, b] ints"
-                )
-            colours.append((int(col[0]), int(col[1]), int(col[2])))
-        return cls(str(data.get("name", Path(source).stem)), tuple(names), tuple(colours))
+        for i, entry in enumerate(entries, start=1):
+            names.append(_entry_name(entry, i, source))
+            colours.append(_entry_colour(entry, names[-1], source))
+        problem = _problem(tuple(names), tuple(colours))
+        if problem is not None:
+            raise SchemaError(f"{source}: {problem}")
+        return cls(name, tuple(names), tuple(colours))
+
+
+_FORM = "list at least two classes as 'classes: [{name: building, colour: [0, 0, 255]}, ...]'"
+
+
+def _kind(value: object) -> str:
+    """``value``'s kind in words, for messages (``a list``, ``the number 3``)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return {"list": "a list", "dict": "a mapping"}.get(type(value).__name__, type(value).__name__)
+
+
+def _entry_name(entry: object, i: int, source: str) -> str:
+    """The name of class entry #``i`` (1-based), checked."""
+    if not isinstance(entry, dict):
+        raise SchemaError(
+            f"{source}: class #{i} is {_kind(entry)}, not a mapping; write it as "
+            "{name: NAME, colour: [r, g, b]}"
+        )
+    name = entry.get("name")
+    if name is None:
+        raise SchemaError(f"{source}: class #{i} has no 'name'; give every class a name")
+    if not isinstance(name, str) or not name.strip():
+        raise SchemaError(
+            f"{source}: class #{i} name {name!r} is not a text; give a name such as building"
+        )
+    return name
+
+
+def _entry_colour(entry: dict[str, object], name: str, source: str) -> tuple[int, int, int]:
+    """The colour of class entry ``name``, checked: three integers of 0..255."""
+    col = entry.get("colour", entry.get("color"))
+    if col is None:
+        raise SchemaError(
+            f"{source}: class {name!r} has no 'colour'; give it one as [r, g, b] (0..255)"
+        )
+    if (
+        not isinstance(col, list | tuple)
+        or len(col) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in col)
+    ):
+        raise SchemaError(
+            f"{source}: class {name!r} colour {col!r} is not [r, g, b]; give three integers "
+            "of 0..255"
+        )
+    return (col[0], col[1], col[2])
+
+
+def _problem(classes: tuple[str, ...], colours: tuple[tuple[int, int, int], ...]) -> str | None:
+    """What is wrong with a legend, and how to fix it; None when it is valid."""
+    if len(classes) < 2:
+        got = f"only one class ({classes[0]!r})" if classes else "no classes"
+        return f"{got}; {_FORM}"
+    if len(classes) != len(colours):
+        return f"{len(classes)} names but {len(colours)} colours; give one colour per class"
+    if len(classes) >= IGNORE:
+        return f"{len(classes)} classes; at most 254 are supported (255 means no class)"
+    seen: set[str] = set()
+    for name in classes:
+        if name in seen:
+            return f"class {name!r} is listed twice; give each class a unique name"
+        seen.add(name)
+    for name, c in zip(classes, colours, strict=True):
+        if len(c) != 3 or not all(0 <= int(v) <= 255 for v in c):
+            return (
+                f"class {name!r} colour {tuple(c)!r} is outside 0..255; give each of r, g, b "
+                "as an integer of 0..255"
+            )
+    owner: dict[tuple[int, ...], str] = {}
+    for name, c in zip(classes, colours, strict=True):
+        key = tuple(int(v) for v in c)
+        if key in owner:
+            return (
+                f"classes {owner[key]!r} and {name!r} share the colour {key!r}; give each "
+                "class its own colour"
+            )
+        owner[key] = name
+    return None
 
 
 POTSDAM = ClassSchema(
@@ -203,9 +274,43 @@ def load_schema(spec: str | os.PathLike[str] | ClassSchema) -> ClassSchema:
         raise SchemaError(
             f"{s}: no such schema; use a built-in name ({', '.join(_BUILTIN)}) or a YAML/JSON file"
         )
+    if p.is_dir():
+        raise SchemaError(f"{p}: is a folder, not a schema file; give a YAML or JSON file")
     try:
-        text = p.read_text()
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise SchemaError(f"{p}: cannot read schema ({exc}); fix the YAML/JSON syntax") from None
-    return ClassSchema.from_dict(data, source=str(p))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError(f"{p}: not a text file; give a YAML or JSON schema file") from None
+    except OSError as exc:
+        raise SchemaError(
+            f"{p}: cannot read the schema file ({exc.strerror or exc}); check the path and "
+            "its permissions"
+        ) from None
+    return ClassSchema.from_dict(_parse(p, text), source=str(p))
+
+
+def _parse(path: Path, text: str) -> object:
+    """The data of a schema file: JSON for ``.json``, else YAML; a SchemaError if malformed."""
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as exc:
+            raise SchemaError(
+                f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
+                "fix the file"
+            ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise SchemaError(f"{path}: not valid YAML{where}: {problem}; fix the file") from None
+    except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SchemaError(
+            f"{path}: not valid YAML at character {exc.position + 1}: {exc.reason} "
+            f"(#x{char:04x}); fix the file"
+        ) from None
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())[:160]
+        raise SchemaError(f"{path}: not valid YAML: {problem}; fix the file") from None

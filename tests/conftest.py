@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from hypothesis import settings
 from rasterio.errors import NotGeoreferencedWarning
+
+# The default run is deterministic (the same generated examples every time: a CI that passes
+# once passes again); HYPOTHESIS_PROFILE=explore draws new examples, to hunt for failures.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 

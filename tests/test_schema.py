@@ -53,20 +53,85 @@ def test_custom_schema_files(tmp_path: Path, suffix: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "needle"),
+    ("name", "text", "message"),
     [
-        ("classes: 3", "classes"),
-        ("classes: [{name: a, colour: [1, 2]}]", "colour"),
-        ("classes: [{name: a, colour: [1, 2, 3]}, {name: a, colour: [3, 2, 1]}]", "unique"),
-        ("classes: [{name: a, colour: [1, 2, 300]}]", "0..255"),
-        ("classes: [", "YAML"),
+        (
+            "bad.yaml",
+            "classes: [\n  {name: a, colour: [1, 2, 3]}\n  {name: b, colour: [3, 2, 1]}\n",
+            "bad.yaml: not valid YAML at line 3, column 3: expected ',' or ']', but got '{'; "
+            "fix the file",
+        ),
+        (
+            "bad.json",
+            '{"classes": [1, 2}',
+            "bad.json: not valid JSON at line 1, column 18: Expecting ',' delimiter; fix the file",
+        ),
+        (
+            "dup.yaml",
+            "classes: [{name: a, colour: [255, 0, 0]}, {name: b, colour: [255, 0, 0]}]",
+            "dup.yaml: classes 'a' and 'b' share the colour (255, 0, 0); give each class its "
+            "own colour",
+        ),
+        (
+            "dup.yaml",
+            "classes: [{name: a, colour: [1, 2, 3]}, {name: a, colour: [3, 2, 1]}]",
+            "dup.yaml: class 'a' is listed twice; give each class a unique name",
+        ),
+        (
+            "one.yaml",
+            "classes: [{name: a, colour: [1, 2, 3]}]",
+            "one.yaml: only one class ('a'); list at least two classes",
+        ),
+        (
+            "range.yaml",
+            "classes: [{name: a, colour: [1, 2, 300]}, {name: b, colour: [0, 0, 0]}]",
+            "range.yaml: class 'a' colour (1, 2, 300) is outside 0..255",
+        ),
+        (
+            "range.yaml",
+            "classes: [{name: a, colour: [-1, 2, 3]}, {name: b, colour: [0, 0, 0]}]",
+            "range.yaml: class 'a' colour (-1, 2, 3) is outside 0..255",
+        ),
+        ("short.yaml", "classes: [{name: a, colour: [1, 2]}]", "short.yaml: class 'a' colour"),
+        ("float.yaml", "classes: [{name: a, colour: [1, 2, 0.5]}]", "is not [r, g, b]"),
+        ("empty.yaml", "", "empty.yaml: the schema is empty; list at least two classes"),
+        ("empty.json", " \n", "empty.json: the schema is empty"),
+        ("nokey.yaml", "name: x", "nokey.yaml: no 'classes' key"),
+        ("three.yaml", "classes: 3", "three.yaml: expected a mapping with a 'classes' list"),
+        ("list.yaml", "- a\n- b", "list.yaml: expected a mapping with a 'classes' list, got a"),
+        ("noname.yaml", "classes: [{colour: [1, 2, 3]}]", "noname.yaml: class #1 has no 'name'"),
+        ("nocol.yaml", "classes: [{name: a}]", "nocol.yaml: class 'a' has no 'colour'"),
+        ("entry.yaml", "classes: [a, b]", "entry.yaml: class #1 is the text 'a', not a mapping"),
+        ("nul.yaml", "classes: \x00", "nul.yaml: not valid YAML at character 10"),
     ],
 )
-def test_bad_schema_files(tmp_path: Path, text: str, needle: str) -> None:
-    p = tmp_path / "bad.yaml"
+def test_bad_schema_files_one_line_naming_the_file(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    p = tmp_path / name
     p.write_text(text)
-    with pytest.raises(SchemaError, match=needle):
+    with pytest.raises(SchemaError) as err:
         load_schema(p)
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) < 300, msg
+    assert msg.startswith(str(tmp_path)), msg
+    assert message in msg, msg
+
+
+def test_schema_folder_and_binary_file(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="is a folder, not a schema file"):
+        load_schema(tmp_path)
+    p = tmp_path / "s.yaml"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(SchemaError, match="s.yaml: not a text file"):
+        load_schema(p)
+
+
+def test_schema_values_checked_in_the_constructor_too() -> None:
+    with pytest.raises(SchemaError, match="schema 'x': only one class"):
+        ClassSchema("x", ("a",), ((1, 2, 3),))
+    with pytest.raises(SchemaError, match="classes 'a' and 'b' share the colour"):
+        ClassSchema("x", ("a", "b"), ((1, 2, 3), (1, 2, 3)))
 
 
 def test_unknown_schema_name() -> None:

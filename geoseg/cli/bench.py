@@ -23,11 +23,24 @@ from geoseg.options import Device, PredictOptions, VectorizeOptions, choices_of
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _check_cache(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from geoseg._io import check_output_path
+    from geoseg.errors import OutputError
+
+    if value is not None:
+        try:
+            check_output_path(value, kind="dir")
+        except OutputError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _cache_opt(what: str) -> Callable[[F], F]:
     return click.option(
         "--cache",
         type=click.Path(file_okay=False),
         default=None,
+        callback=_check_cache,
         help=f"Keep {what} here (default: a temporary folder).",
     )
 

@@ -163,7 +163,7 @@ def evaluate(
 
     _check_mode(ctx, vectors)
     if json_path is not None:
-        check_output(json_path, overwrite=overwrite)
+        check_output(json_path, overwrite=overwrite, kind="file")
     inputs = {"prediction": str(pred), "truth": str(truth)}
     if vectors:
         obj = evaluate_vectors(

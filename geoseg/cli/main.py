@@ -8,9 +8,12 @@ at the boundary, and nowhere else.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,6 +63,40 @@ class _GeosegGroup(click.Group):
             return super().invoke(ctx)
         except GeosegError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            message = device_full_message(exc)
+            if message is None:
+                raise  # any other OSError is a bug: its traceback helps
+            raise click.ClickException(message) from None
+
+
+# errno values of a write that failed for want of room (or of a failing device)
+_DEVICE_FULL = {errno.ENOSPC: "no space left on device", errno.EIO: "an I/O error on the device"}
+if hasattr(errno, "EDQUOT"):
+    _DEVICE_FULL[errno.EDQUOT] = "the disk quota is exceeded"
+
+# the temporary names of geoseg._io.temp_sibling: .{stem}.{8 hex}.partial{suffix}
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{8}\.partial(?P<suffix>\..*)?$")
+
+
+def device_full_message(exc: OSError) -> str | None:
+    """One line for a write that failed because the device is full; None for other errors.
+
+    The file is named by its final name (not its temporary one); what was finished stays,
+    since every output is renamed into place only when complete.
+    """
+    what = _DEVICE_FULL.get(exc.errno or 0)
+    if what is None:
+        return None
+    fix = "free space and run again (finished work is kept)"
+    name = exc.filename if isinstance(exc.filename, str | bytes | os.PathLike) else None
+    if name is None:
+        return f"{what} while writing the outputs; {fix}"
+    path = Path(os.fsdecode(name))
+    m = _TEMP_NAME.match(path.name)
+    if m is not None:
+        path = path.with_name(m["stem"] + (m["suffix"] or ""))
+    return f"{path}: {what} while writing it; {fix}"
 
 
 @click.group(cls=_GeosegGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -54,8 +54,14 @@ def tile(
 
     INPUTS are Potsdam-layout folders (all tiles, or --ids) or image GeoTIFFs; --image with
     --dsm/--labels adds one scene from explicit files. The last chip of each row and column
-    is shifted back inside the scene, so every pixel is covered without padding. Re-running
-    with the same options resumes: complete chips are skipped.
+    is shifted back inside the scene, so every pixel is covered without padding (a scene
+    smaller than --size gives one padded chip, kept when at least --min-valid of it is
+    the scene; a chip over 1 GiB is refused). Re-running with the same options resumes:
+    complete chips are skipped.
+
+    Exits 1, leaving nothing behind, when no chip is valid (all nodata, an all-NaN DSM,
+    every chip below --min-valid); scenes without a valid chip among others are named in
+    a warning.
 
     \b
     $ geoseg tile data/potsdam --ids 2_10,2_11 -o tiles/potsdam --size 512 --overlap 64

@@ -14,21 +14,21 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from geoseg._io import ignoring
 from geoseg.errors import BandMismatchError, GridMismatchError, InputError
 from geoseg.evaluate.pixels import PixelMetrics, boundary_mask, confusion_matrix
 from geoseg.grid import block_windows
+from geoseg.raster.scene import gdal_call, open_raster
 from geoseg.schema import IGNORE, POTSDAM, ClassSchema, load_schema
 
 if TYPE_CHECKING:
@@ -53,21 +53,18 @@ DEFAULT_LAYER = "buildings"
 # --------------------------------------------------------------------------- rasters
 
 
-@contextlib.contextmanager
-def _open_raster(path: PathLike, role: str) -> Iterator[DatasetReader]:
-    try:
-        ds = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputError(
-            f"{path}: cannot open the {role} raster ({exc}); pass a GeoTIFF or another "
-            "GDAL-readable raster"
-        ) from None
-    with ds:
-        yield ds
+def _read_error(path: PathLike, role: str, message: str) -> InputError:
+    return InputError(
+        f"{path}: the {role} raster is truncated or corrupt ({message}); copy or write it again"
+    )
 
 
 def _georeferenced(ds: DatasetReader) -> bool:
     return ds.crs is not None or ds.transform != Affine.identity()
+
+
+def _terms(t: Affine) -> str:
+    return "(" + ", ".join(f"{v:.10g}" for v in tuple(t)[:6]) + ")"
 
 
 def _corner_shift_px(a: Affine, b: Affine, width: int, height: int) -> float:
@@ -90,9 +87,18 @@ def _check_grids(
             f"{pred_path} is {pred.width}x{pred.height} px but {truth_path} is "
             f"{truth.width}x{truth.height} px; evaluate a prediction made on the truth's grid"
         )
-    if not (_georeferenced(pred) and _georeferenced(truth)):
-        which = truth_path if not _georeferenced(truth) else pred_path
-        logger.info("%s has no georeferencing; same size, so assuming the same grid", which)
+    if not _georeferenced(pred):
+        # Predictions are written georeferenced: one without is worth a word.
+        logger.warning(
+            "%s: the prediction has no georeferencing (no CRS, no transform); it is the size of "
+            "%s, so it is compared pixel by pixel as if on the same grid",
+            pred_path,
+            truth_path,
+        )
+        return
+    if not _georeferenced(truth):
+        # Usual for ISPRS label files: said at INFO level.
+        logger.info("%s has no georeferencing; same size, so assuming the same grid", truth_path)
         return
     if pred.crs is not None and truth.crs is not None and pred.crs != truth.crs:
         raise GridMismatchError(
@@ -103,8 +109,8 @@ def _check_grids(
     if shift > GRID_TOLERANCE_PX:
         raise GridMismatchError(
             f"{pred_path} and {truth_path} are not on the same grid: their corners differ by "
-            f"up to {shift:.6g} px (transform {tuple(pred.transform)[:6]} vs "
-            f"{tuple(truth.transform)[:6]}); predict on the truth's grid or warp one onto the other"
+            f"up to {shift:.6g} px (transform {_terms(pred.transform)} vs "
+            f"{_terms(truth.transform)}); predict on the truth's grid or warp one onto the other"
         )
 
 
@@ -253,33 +259,33 @@ def evaluate_rasters(
     unknown_truth = 0
     unknown_pred = 0
     with contextlib.ExitStack() as files:
-        # Truth files may carry no georeferencing: rasterio warns when they are opened and
-        # their transform is read (here, in the checks), not when blocks are read.
-        with ignoring(NotGeoreferencedWarning):
-            pds = files.enter_context(_open_raster(pred_s, "prediction"))
-            tds = files.enter_context(_open_raster(truth_s, "truth"))
-            _check_pred(pds, pred_s)
-            colour = _truth_is_colour(tds, truth_s)
-            _check_grids(pds, tds, pred_s, truth_s)
-            p_nodata, t_nodata = _nodata_int(pds), _nodata_int(tds)
-        try:
-            for win in block_windows(pds.height, pds.width, block_size):
-                pred, bad_p = _to_classes(pds.read(1, window=win), n, p_nodata)
-                unknown_pred += bad_p
-                truth, bad_t = _read_truth_block(
-                    tds, win, eroded, schema=sch, colour=colour, nodata=t_nodata
-                )
-                unknown_truth += bad_t
-                valid = None
-                if eroded:
-                    mask = boundary_mask(truth, eroded)
-                    valid = ~mask[eroded:-eroded, eroded:-eroded]
-                    truth = truth[eroded:-eroded, eroded:-eroded]
-                cm += confusion_matrix(pred, truth, num_classes=n, valid=valid)
-        except RasterioIOError as exc:
-            raise InputError(
-                f"{pred_s} / {truth_s}: reading failed ({exc}); the file may be truncated"
-            ) from None
+        # Opened and checked up front (a truncated file fails here). Truth files may carry
+        # no georeferencing (ISPRS labels); geoseg says so in its own words (_check_grids).
+        pds = files.enter_context(open_raster(Path(pred_s), "prediction"))
+        tds = files.enter_context(open_raster(Path(truth_s), "truth"))
+        _check_pred(pds, pred_s)
+        colour = _truth_is_colour(tds, truth_s)
+        _check_grids(pds, tds, pred_s, truth_s)
+        p_nodata, t_nodata = _nodata_int(pds), _nodata_int(tds)
+        for win in block_windows(pds.height, pds.width, block_size):
+            raw = gdal_call(
+                partial(pds.read, 1, window=win), lambda m: _read_error(pred_s, "prediction", m)
+            )
+            pred, bad_p = _to_classes(raw, n, p_nodata)
+            unknown_pred += bad_p
+            truth, bad_t = gdal_call(
+                partial(
+                    _read_truth_block, tds, win, eroded, schema=sch, colour=colour, nodata=t_nodata
+                ),
+                lambda m: _read_error(truth_s, "truth", m),
+            )
+            unknown_truth += bad_t
+            valid = None
+            if eroded:
+                mask = boundary_mask(truth, eroded)
+                valid = ~mask[eroded:-eroded, eroded:-eroded]
+                truth = truth[eroded:-eroded, eroded:-eroded]
+            cm += confusion_matrix(pred, truth, num_classes=n, valid=valid)
     if unknown_truth:
         what = "colours" if colour else "values"
         logger.warning(

@@ -28,10 +28,11 @@ def write_report(
         The written path.
 
     Raises:
+        OutputError: The file cannot be created (a parent is a file, a folder is there).
         OutputExistsError: When the file exists and ``overwrite`` is false.
     """
     final = Path(path)
-    with atomic_path(final, overwrite=overwrite) as tmp:
+    with atomic_path(final, overwrite=overwrite, kind="file") as tmp:
         tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return final
 

@@ -69,19 +69,40 @@ class ModelSummary:
     defaults: Mapping[str, ArgValue]
 
 
-def _positive_int(name: str, minimum: int) -> Callable[[object], ArgValue]:
+def _positive_int(
+    name: str, minimum: int, maximum: int | None = None
+) -> Callable[[object], ArgValue]:
     def check(value: object) -> ArgValue:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise InputError(f"{name}={value!r}: must be an integer >= {minimum}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            bounds = f">= {minimum}" if maximum is None else f"of {minimum}..{maximum}"
+            raise InputError(f"{name}={value!r}: must be an integer {bounds}")
         return value
 
     return check
 
 
+def _encoder(value: object) -> ArgValue:
+    """A known smp encoder, or ``tu-NAME`` for a timm model that timm knows."""
+    name = check_encoder(value)
+    if name.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(name[3:]):
+            raise InputError(
+                f"unknown encoder {name!r}: timm has no model {name[3:]!r}; see timm.list_models()"
+            )
+    return name
+
+
 # Validators for the architecture arguments, by argument name.
 _ARG_CHECKS: dict[str, Callable[[object], ArgValue]] = {
-    "encoder": check_encoder,
-    "base_width": _positive_int("base_width", 1),
+    "encoder": _encoder,
+    "base_width": _positive_int("base_width", 1, maximum=1024),
 }
 
 

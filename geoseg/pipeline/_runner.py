@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from geoseg._io import check_output_path
 from geoseg.errors import ConfigError, OutputExistsError
 from geoseg.pipeline._config import Job
 from geoseg.pipeline._context import (
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 
 def _check_root(root: Path) -> None:
+    check_output_path(root, kind="dir")
     if root.exists() and not root.is_dir():
         raise OutputExistsError(f"{root}: the output root is a file; give a folder")
     if root.is_dir() and not (root / MANIFEST_NAME).exists():

@@ -22,15 +22,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path
 from geoseg.errors import InputError
 from geoseg.grid import crs_unit_metres
+from geoseg.raster.scene import gdal_call, open_raster
 from geoseg.raster.tags import schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 
@@ -162,10 +161,7 @@ def landcover_summary(
     if block_size < 1:
         raise InputError(f"block_size={block_size} must be >= 1")
     p = Path(path)
-    try:
-        ds = rasterio.open(p)
-    except RasterioIOError as exc:
-        raise InputError(f"{p}: not a readable raster ({exc}); give a class GeoTIFF") from None
+    ds = open_raster(p, "class raster")
     with ds:
         if ds.count != 1 or np.dtype(ds.dtypes[0]).kind not in "ui":
             raise InputError(
@@ -183,10 +179,10 @@ def landcover_summary(
         nodata_px = unknown_px = 0
         for row0 in range(0, ds.height, block_size):
             h = min(block_size, ds.height - row0)
-            try:
-                block = ds.read(1, window=Window(0, row0, ds.width, h)).astype(np.int64)
-            except RasterioIOError as exc:
-                raise InputError(f"{p}: read failed ({exc}); the file may be truncated") from None
+            block = gdal_call(
+                lambda: ds.read(1, window=Window(0, row0, ds.width, h)),  # noqa: B023
+                lambda m: InputError(f"{p}: read failed ({m}); the file may be truncated"),
+            ).astype(np.int64)
             ignore = block == IGNORE
             if nodata is not None and math.isfinite(nodata):
                 ignore |= block == int(nodata)

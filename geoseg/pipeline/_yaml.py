@@ -64,13 +64,29 @@ def read_job_yaml(path: Path) -> tuple[Any, list[str], list[str]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [], [f"cannot read the job file ({exc})"]
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # refuses control characters already
+    except yaml.YAMLError as exc:
+        return None, [], [_yaml_problem(exc)]
     loader.duplicates = []
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
-        msg = " ".join(str(exc).split())
-        return None, [], [f"not valid YAML: {msg}"]
+        return None, [], [_yaml_problem(exc)]
     finally:
         loader.dispose()
     return data, loader.duplicates, []
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``not valid YAML at line L, column C: PROBLEM; fix the file``, one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"not valid YAML at {where}: {problem}; fix the file"
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        where = f"character {exc.position + 1}"
+        return f"not valid YAML at {where}: {exc.reason} (#x{char:04x}); fix the file"
+    return f"not valid YAML: {' '.join(str(exc).split())[:200]}; fix the file"

@@ -1,11 +1,13 @@
 """The driver: plan every scene, run its blocks on Dask, persist them, finish the outputs.
 
-:func:`predict_scenes` checks the outputs up front, prepares each scene (band check, GSD
-scale, block plan, work folder), submits the blocks still to do to a Dask client
-(:func:`geoseg._dask.dask_client`: the given one, a scheduler address, or local threads)
-with a bounded number in flight, hands each result to a few persisting threads
-(:class:`~geoseg.predict._resume.SceneRun`) and finishes a scene
-(:func:`~geoseg.predict._provenance.finish`) as soon as all its blocks are done.
+:func:`predict_scenes` checks the model and the outputs up front, prepares each scene (band
+check, GSD scale, block plan) before it opens any work folder, submits the blocks still to
+do to a Dask client (:func:`geoseg._dask.dask_client`: the given one, a scheduler address,
+or local threads) with a bounded number in flight, hands each result to a few persisting
+threads (:class:`~geoseg.predict._resume.SceneRun`) and finishes a scene
+(:func:`~geoseg.predict._provenance.finish`) as soon as all its blocks are done. A block
+that fails on a worker stops the run with one line naming the scene (the finished blocks
+are kept for a resume; a scene with none leaves no work folder).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
@@ -22,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._dask import dask_client
-from geoseg._io import check_output
+from geoseg._io import check_memory, check_output, check_output_path
 from geoseg._torch import resolve_device
-from geoseg.blend import plan_blocks, weight_bits
-from geoseg.errors import ConfigError, InputError
+from geoseg.blend import BlockPlan, plan_blocks, weight_bits
+from geoseg.errors import ConfigError, GeosegError, InputError, first_line
 from geoseg.grid import GeoBox, metres_per_unit
 from geoseg.options import check_overlap, default_overlap
 from geoseg.predict._block import BlockJob, BlockResult, gsd_scale, run_block
@@ -81,10 +84,14 @@ def predict_scenes(
         OutputExistsError: An output exists and ``options.overwrite`` is false (raised
             before any work).
         BandMismatchError: A scene lacks a band the model needs (named in the message).
-        CheckpointError: The checkpoint is missing, corrupt or foreign.
+        CheckpointError: The checkpoint is missing, corrupt, foreign or unusable (checked
+            completely before any work: architecture, weights, normalisation, classes).
         ConfigError: Inconsistent options (e.g. overlap >= tile size), or ``cuda`` without
             a CUDA device.
         InputError: Unreadable scenes or an unreachable scheduler.
+        GeosegError: A block failed on a worker (one line naming the scene and the cause;
+            a geoseg error keeps its class). The scene's finished blocks are kept in its
+            work folder, so the same command resumes; a scene without any leaves none.
     """
     t_start = time.perf_counter()
     if not specs:
@@ -102,55 +109,65 @@ def predict_scenes(
     local_device = options.device
     if client is None:
         local_device = resolve_device(options.device)  # type: ignore[assignment]
+    # Every scene is checked (bands, GSD, plan) before any work folder is touched.
     runs = [
         _prepare(i, spec, meta, options, out, tile=tile, device=str(local_device))
         for i, spec in enumerate(specs)
     ]
-    total = sum(len(r.plan.blocks) for r in runs)
-    done = sum(len(r.done) for r in runs)
-    if progress is not None:
-        progress(done, total)
-    reports: dict[int, PredictReport] = {}
-    for r in runs:
-        if r.complete:
-            reports[r.index] = finish(r, options, ref, t_start, str(local_device))
-    todo = deque(
-        BlockJob(
-            scene_index=r.index,
-            spec=r.spec,
-            plan=r.plan,
-            block=b,
-            overlap=overlap * r.scale,
-            blend=options.blend,
-            weight_bits=weight_bits(r.plan.max_cover),
-            device=local_device,  # type: ignore[arg-type]
-            precision=options.precision,
-            batch_size=options.batch_size,
-            tta=options.tta,
-            probabilities=options.probabilities,
-            scale=r.scale,
-        )
-        for r in runs
-        for b in r.todo
-    )
-    if todo:
-        # The in-process scheduler is an implementation detail: keep its INFO chatter
-        # (start, stop, worker registration) out of the user's log unless debugging.
-        quiet = not logger.isEnabledFor(logging.DEBUG)
-        with dask_client(client, workers=options.workers, quiet=quiet) as cl:
-            _drive(
-                cl,
-                todo,
-                runs,
-                ref,
-                reports,
-                options,
-                t_start,
-                str(local_device),
-                progress,
-                done,
-                total,
+    try:
+        for r in runs:
+            r.open()
+        total = sum(len(r.plan.blocks) for r in runs)
+        done = sum(len(r.done) for r in runs)
+        if progress is not None:
+            progress(done, total)
+        reports: dict[int, PredictReport] = {}
+        for r in runs:
+            if r.complete:
+                reports[r.index] = finish(r, options, ref, t_start, str(local_device))
+        todo = deque(
+            BlockJob(
+                scene_index=r.index,
+                spec=r.spec,
+                plan=r.plan,
+                block=b,
+                overlap=overlap * r.scale,
+                blend=options.blend,
+                weight_bits=weight_bits(r.plan.max_cover),
+                device=local_device,  # type: ignore[arg-type]
+                precision=options.precision,
+                batch_size=options.batch_size,
+                tta=options.tta,
+                probabilities=options.probabilities,
+                scale=r.scale,
             )
+            for r in runs
+            for b in r.todo
+        )
+        if todo:
+            # The in-process scheduler is an implementation detail: keep its INFO chatter
+            # (start, stop, worker registration) out of the user's log unless debugging.
+            quiet = not logger.isEnabledFor(logging.DEBUG)
+            with dask_client(client, workers=options.workers, quiet=quiet) as cl:
+                _drive(
+                    cl,
+                    todo,
+                    runs,
+                    ref,
+                    reports,
+                    options,
+                    t_start,
+                    str(local_device),
+                    progress,
+                    done,
+                    total,
+                )
+    except BaseException:
+        # A scene with no finished block leaves nothing behind; finished blocks are kept
+        # (the same command resumes them).
+        for r in reversed(runs):
+            r.discard_if_empty()
+        raise
     return [reports[r.index] for r in runs]
 
 
@@ -175,6 +192,8 @@ def _drive(
     if ref.inline is not None:
         model_arg = client.scatter(ref, broadcast=True, hash=False)
     submitted: list[Any] = []
+    jobs: dict[Any, BlockJob] = {}  # by task key, while it runs
+    failed: Any = None  # the first task that did not finish
     ac = as_completed()
     # Results are persisted (and seams completed) by a few driver threads, so that the driver
     # keeps up with many workers and a fast GPU; a bounded number of results wait for them.
@@ -193,7 +212,9 @@ def _drive(
                 reports[run.index] = finish(run, options, ref, t_start, device)
 
     def submit() -> None:
-        f = client.submit(run_block, todo.popleft(), model_arg, pure=False)
+        job = todo.popleft()
+        f = client.submit(run_block, job, model_arg, pure=False)
+        jobs[f.key] = job
         submitted.append(f)
         ac.add(f)
 
@@ -201,6 +222,10 @@ def _drive(
         while todo and len(submitted) < limit:
             submit()
         for fut in ac:
+            if fut.status != "finished":
+                failed = fut  # reported below, once the finished blocks are persisted
+                break
+            jobs.pop(fut.key, None)
             res: BlockResult = fut.result()
             fut.release()
             writing.add(writers.submit(runs[res.scene_index].persist, res))
@@ -213,21 +238,110 @@ def _drive(
                 reap(True)
             if todo:
                 submit()
-        while writing:
-            reap(True)
-        reap(False)
+        if failed is None:
+            while writing:
+                reap(True)
+            reap(False)
     finally:
         pending = [f for f in submitted if not f.done()]
         if pending:
             client.cancel(pending)
-        writers.shutdown(wait=True, cancel_futures=True)
+        # After a failed block, the blocks already computed are still persisted (resumable).
+        writers.shutdown(wait=True, cancel_futures=failed is None)
+    if failed is not None:
+        job = jobs[failed.key]
+        raise _block_error(failed, job, runs[job.scene_index])
+
+
+def _block_error(fut: Any, job: BlockJob, run: SceneRun) -> GeosegError:
+    """One line for a block task that failed on a worker: the scene, the block, the cause.
+
+    A geoseg error keeps its class; anything else (a bug, out of memory) becomes a
+    :class:`~geoseg.errors.GeosegError`, its traceback logged at DEBUG level.
+    """
+    exc = fut.exception() if fut.status == "error" else None
+    if exc is None:
+        what = f"its task was {fut.status} (a worker died or the scheduler went away)"
+    elif isinstance(exc, GeosegError):
+        what = first_line(exc, 240)
+    else:
+        what = f"{type(exc).__name__}: {first_line(exc)}"
+        tb = fut.traceback()
+        logger.debug(
+            "block %s of scene %s failed:\n%s",
+            job.block,
+            run.spec.id,
+            "".join(traceback.format_exception(type(exc), exc, tb)),
+        )
+    kept = len(run.done)
+    then = (
+        f"its {kept} finished block(s) are kept in {run.work}: run the same command again to resume"
+        if kept
+        else "nothing of it was written"
+    )
+    cls = type(exc) if isinstance(exc, GeosegError) else GeosegError
+    return cls(
+        f"{run.spec.image}: scene {run.spec.id!r} failed in block {job.block}: {what}; {then}"
+    )
 
 
 def _check_outputs(paths: dict[str, Path], options: PredictOptions) -> None:
-    check_output(paths["classes"], overwrite=options.overwrite)
-    if not paths["work"].is_dir():  # an interrupted run may replace its own sidecar
-        for key in ("probs", "sidecar"):
-            check_output(paths[key], overwrite=options.overwrite)
+    """Check every output of a scene before any work (see :func:`check_output_path`)."""
+    check_output_path(paths["classes"].parent, kind="dir")
+    check_output_path(paths["work"], kind="dir")
+    resuming = paths["work"].is_dir()  # an interrupted run may replace its own sidecar
+    for key in ("classes", "probs", "sidecar"):
+        if key == "classes" or not resuming:
+            check_output(paths[key], overwrite=options.overwrite, kind="file")
+        else:
+            check_output_path(paths[key], kind="file")
+
+
+def _check_sizes(
+    spec: SceneSpec,
+    plan: BlockPlan,
+    meta: ModelMeta,
+    options: PredictOptions,
+    *,
+    tile: int,
+    scale: int,
+    device: str,
+) -> None:
+    """Refuse a tile or block size whose buffers cannot be held in memory (before any work).
+
+    Raises:
+        ConfigError: A batch of tiles, or one block's accumulator, would take more than
+            half the memory available now.
+    """
+    h, w = plan.shape
+    classes = len(meta.schema)
+    scene = f"scene {spec.id} ({h} x {w} px)"
+    batch = options.batch_size or (32 if device.startswith("cuda") else 4)
+    side = tile * scale
+    # a batch: float32 bands read, float32 scores, uint16 probabilities; int32 weights
+    tiles = batch * (
+        len(meta.bands) * side * side * 4 + classes * (tile * tile * 4 + side * side * 2)
+    )
+    check_memory(
+        tiles + side * side * 4,
+        what=(
+            f"--tile-size {tile}: a batch of {batch} tile(s) of {len(meta.bands)} band(s) x "
+            f"{side} x {side} px of {scene}"
+        ),
+        fix=f"use a smaller --tile-size (the checkpoint's is {meta.tile_size}) or --batch-size",
+    )
+    rows = max(b - a for a, b in map(plan.rows.extent, range(plan.rows.n_blocks)))
+    cols = max(b - a for a, b in map(plan.cols.extent, range(plan.cols.n_blocks)))
+    # int32 sums of every class and the weights; the block's classes and probabilities
+    block = rows * cols * ((classes + 1) * 4 + 1 + (classes if options.probabilities else 0))
+    check_memory(
+        block,
+        what=(
+            f"--block-size {options.block_size}: a block of {rows} x {cols} px with "
+            f"{classes} classes of {scene}"
+        ),
+        fix="use a smaller --block-size (the default is 2048)",
+    )
 
 
 def _metres_per_pixel(gb: GeoBox) -> float | None:
@@ -279,6 +393,7 @@ def _prepare(
         weight_bits(plan.max_cover)
     except ValueError as exc:
         raise ConfigError(f"overlap {options.overlap} with tile size {tile}: {exc}") from None
+    _check_sizes(spec, plan, meta, options, tile=tile, scale=scale, device=device)
     key = work_key(spec, meta, options, tile=tile * scale, device=device, shape=gb.shape)
     return SceneRun(
         index,

@@ -10,6 +10,7 @@ checks that the checkpoint did not change while predicting).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,13 +63,9 @@ class PredictModel:
     sha256: str = ""
 
     def __post_init__(self) -> None:
-        if not (len(self.bands) == len(self.mean) == len(self.std)) or not self.bands:
-            raise CheckpointError(
-                f"model {self.name!r}: {len(self.bands)} bands but {len(self.mean)} means and "
-                f"{len(self.std)} stds; give one mean and std per band"
-            )
-        if any(s <= 0 for s in self.std):
-            raise CheckpointError(f"model {self.name!r}: normalisation std must be > 0")
+        problem = _problem(self)
+        if problem is not None:
+            raise CheckpointError(f"model {self.name!r}: {problem}")
         if not self.sha256:
             object.__setattr__(self, "sha256", module_sha256(self.module, self.name))
 
@@ -77,8 +74,8 @@ class PredictModel:
         """Load a checkpoint (:func:`geoseg.checkpoint.load_checkpoint`) and build its model.
 
         Raises:
-            CheckpointError: Missing, corrupt or foreign checkpoint, or weights that do not
-                fit the architecture.
+            CheckpointError: Missing, corrupt, foreign or unusable checkpoint (the message
+                names the file): see :meth:`geoseg.checkpoint.Checkpoint.validate`.
         """
         from geoseg.checkpoint import file_sha256, load_checkpoint
 
@@ -136,8 +133,13 @@ def meta_of(m: PredictModel) -> ModelMeta:
 def model_ref(model: str | os.PathLike[str] | PredictModel) -> ModelRef:
     """What tasks carry for ``model``: a checkpoint's metadata and path, or the model itself.
 
+    A checkpoint is checked completely here, in the calling process (its architecture,
+    arguments and weights too: :meth:`geoseg.checkpoint.Checkpoint.validate`), so that no
+    task is ever started with a model that cannot be built.
+
     Raises:
-        CheckpointError: Missing, corrupt or foreign checkpoint.
+        CheckpointError: Missing, corrupt, foreign or unusable checkpoint (the message names
+            the file and the first problem).
     """
     if isinstance(model, PredictModel):
         return ModelRef(meta=meta_of(model), inline=model)
@@ -156,6 +158,29 @@ def model_ref(model: str | os.PathLike[str] | PredictModel) -> ModelRef:
         sha256=file_sha256(path),
     )
     return ModelRef(meta=meta, path=str(path.resolve()))
+
+
+def _problem(m: PredictModel) -> str | None:
+    """What keeps ``m`` from being applied, and how to fix it; None when it is usable."""
+    if not m.bands:
+        return "it lists no input bands; give the band names in channel order"
+    if not (len(m.bands) == len(m.mean) == len(m.std)):
+        return (
+            f"{len(m.bands)} bands but {len(m.mean)} means and {len(m.std)} stds; give one "
+            "mean and one std per band"
+        )
+    for band, mean, std in zip(m.bands, m.mean, m.std, strict=True):
+        if not math.isfinite(mean):
+            return f"the mean of band {band!r} is {mean!r}; give a finite number"
+        if not (math.isfinite(std) and std > 0):
+            return f"the std of band {band!r} is {std!r}; give a finite number > 0"
+    if len(m.schema) < 2:
+        return "its schema has fewer than two classes; a model needs at least two"
+    if isinstance(m.tile_size, bool) or not isinstance(m.tile_size, int) or m.tile_size < 1:
+        return f"tile size {m.tile_size!r}; give a positive number of pixels"
+    if not (math.isfinite(m.gsd) and m.gsd > 0):
+        return f"ground sample distance {m.gsd!r}; give the metres per pixel (> 0)"
+    return None
 
 
 def module_sha256(module: torch.nn.Module, name: str) -> str:

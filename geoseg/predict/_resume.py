@@ -12,6 +12,7 @@ byte-identical. Names: ``b_R_C`` a block's core (written last: it marks the bloc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,7 +72,12 @@ def _bname(kind: str, *blocks: tuple[int, int]) -> str:
 
 
 class SceneRun:
-    """Driver-side state of one scene: plan, work folder, finished blocks and seams."""
+    """Driver-side state of one scene: plan, work folder, finished blocks and seams.
+
+    Constructing one touches no file: :meth:`open` creates (or resumes) the work folder,
+    once every scene has been checked, and :meth:`discard_if_empty` removes it again after
+    a failure that left no finished block.
+    """
 
     def __init__(
         self,
@@ -110,9 +116,16 @@ class SceneRun:
             "persist_s": 0.0,
         }
         self.resumed = 0
-        self._open_work()
+        self._opened = False
+        self._made_outdir = False
 
-    def _open_work(self) -> None:
+    def open(self) -> None:
+        """Create the work folder, or resume the finished blocks of an earlier run.
+
+        A work folder of other options, model or inputs (another key) is discarded.
+        """
+        self._opened = True
+        self._made_outdir = not self.work.parent.exists()
         state = self.work / "state.json"
         if self.work.is_dir():
             try:
@@ -149,6 +162,19 @@ class SceneRun:
                 self.resumed,
                 len(self.plan.blocks),
             )
+
+    def discard_if_empty(self) -> None:
+        """Remove the work folder if no block of this scene is finished (after a failure).
+
+        Finished blocks (of this run or an earlier one) are kept: the same command resumes.
+        An output folder that :meth:`open` created goes too if nothing else is in it (so
+        discard the scenes in reverse order).
+        """
+        if self._opened and not self.done:
+            shutil.rmtree(self.work, ignore_errors=True)
+            if self._made_outdir:
+                with contextlib.suppress(OSError):  # not empty: other outputs are in it
+                    self.work.parent.rmdir()
 
     @property
     def todo(self) -> list[tuple[int, int]]:

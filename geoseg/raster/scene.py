@@ -24,15 +24,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import rasterio
+from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -41,6 +43,7 @@ from geoseg._io import ignoring
 from geoseg.errors import (
     BandMismatchError,
     CRSMismatchError,
+    GeosegError,
     GridMismatchError,
     InputError,
     first_line,
@@ -49,7 +52,15 @@ from geoseg.grid import GeoBox
 from geoseg.raster.ground import Ground, cached_ground, estimate_ground
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
-__all__ = ["DEFAULT_MODEL_BANDS", "Scene", "SceneBlock", "SceneSpec"]
+__all__ = [
+    "DEFAULT_MODEL_BANDS",
+    "Scene",
+    "SceneBlock",
+    "SceneSpec",
+    "gdal_call",
+    "gdal_message",
+    "open_raster",
+]
 
 # Log lines name the package, the public face (as geoseg.train, geoseg.vectorize do).
 logger = logging.getLogger("geoseg.raster")
@@ -60,6 +71,7 @@ DEFAULT_MODEL_BANDS = ("red", "green", "blue", "nir", "ndsm")
 """Bands a model sees by default: image bands and the nDSM (never absolute DSM heights)."""
 
 _ELEVATION = ("dsm", "ndsm")
+_T = TypeVar("_T")
 _BAND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -109,39 +121,78 @@ class SceneBlock:
     window: Window
 
 
-def _open(path: Path, what: str) -> rasterio.DatasetReader:
+def open_raster(path: Path, what: str) -> rasterio.DatasetReader:
+    """Open a raster checked up front (``what`` names it in messages).
+
+    It must exist, GDAL must read it and its last pixel (a truncated file fails here, not
+    mid-run), its pixels must not be complex. Call it where inputs are checked: a raster
+    without a geotransform (labels may have none) is opened with rasterio's warning silenced.
+
+    Raises:
+        InputError: One line naming ``path`` and what is wrong.
+    """
     if not path.exists():
         raise InputError(f"{path}: {what} file not found; check the path")
+    with ignoring(NotGeoreferencedWarning):
+        ds = gdal_call(
+            lambda: rasterio.open(path),
+            lambda m: InputError(
+                f"{path}: not a readable raster ({m}); give a GeoTIFF or another GDAL raster"
+            ),
+        )
     try:
-        # Label files may legitimately carry no georeferencing (same size = same grid).
-        with ignoring(NotGeoreferencedWarning):
-            ds = rasterio.open(path)
-    except RasterioError as exc:
-        raise InputError(
-            f"{path}: not a readable raster ({_gdal_msg(exc)}); give a GeoTIFF or another "
-            "GDAL raster"
-        ) from None
-    try:
-        # Touch the last pixel: a truncated file fails here rather than mid-run.
-        ds.read(1, window=Window(ds.width - 1, ds.height - 1, 1, 1))
-    except RasterioError as exc:
+        with rasterio.Env():  # GDAL's complaints go to logging, not straight to stderr
+            gdal_call(
+                lambda: ds.read(1, window=Window(ds.width - 1, ds.height - 1, 1, 1)),
+                lambda m: InputError(
+                    f"{path}: the raster is truncated or corrupt ({m}); re-copy or re-export it"
+                ),
+            )
+    except InputError:
         ds.close()
-        raise InputError(
-            f"{path}: the raster is truncated or corrupt ({_gdal_msg(exc)}); re-copy or "
-            "re-export the file"
-        ) from None
+        raise
     if any(np.dtype(dt).kind == "c" for dt in ds.dtypes):
         ds.close()
         raise InputError(f"{path}: complex pixel type {ds.dtypes[0]} is not supported")
     return ds
 
 
-def _gdal_msg(exc: Exception) -> str:
+def gdal_call(call: Callable[[], _T], fail: Callable[[str], GeosegError]) -> _T:
+    """``call()``; a rasterio failure raises ``fail(message)``, with no GDAL error chained.
+
+    Dask (tblib) cannot pickle GDAL's errors back from a task: it would send a bare
+    ``Exception(repr)`` instead of the geoseg error.
+    """
+    try:
+        return call()
+    except RasterioError as exc:
+        message = gdal_message(exc)
+    raise fail(message)
+
+
+def gdal_message(exc: Exception) -> str:
+    """The first line of a rasterio error, or of the GDAL error behind a generic one."""
+    cause = exc.__cause__
+    if "See previous exception" in str(exc) and isinstance(cause, Exception):
+        return first_line(cause)
     return first_line(exc)
 
 
 def _is_georeferenced(ds: rasterio.DatasetReader) -> bool:
     return ds.crs is not None and not ds.transform.is_identity
+
+
+def _north_up(t: Affine) -> bool:
+    """Whether ``t`` has no rotation or shear term (within 1e-9 of the pixel size)."""
+    tol = 1e-9 * max(abs(t.a), abs(t.e))
+    return abs(t.b) <= tol and abs(t.d) <= tol
+
+
+def _bounds(ds: rasterio.DatasetReader) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of the four transformed corners, for any affine grid."""
+    t, w, h = ds.transform, ds.width, ds.height
+    xs, ys = zip(*(t @ (c, r) for c in (0, w) for r in (0, h)), strict=True)
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _grid(ds: rasterio.DatasetReader) -> GeoBox:
@@ -186,7 +237,7 @@ class _Source:
             return
         st, gt = ds.transform, grid.transform
         same_res = math.isclose(st.a, gt.a, rel_tol=1e-9) and math.isclose(st.e, gt.e, rel_tol=1e-9)
-        if same_res and st.b == 0 and st.d == 0 and gt.b == 0 and gt.d == 0:
+        if same_res and _north_up(st) and _north_up(gt):
             col = (gt.c - st.c) / st.a
             row = (gt.f - st.f) / st.e
             if abs(col - round(col)) < 1e-3 and abs(row - round(row)) < 1e-3:
@@ -195,13 +246,15 @@ class _Source:
         self._warp(grid, resampling)
 
     def _check_overlap(self, ds: rasterio.DatasetReader, grid: GeoBox) -> None:
-        try:
-            left, bottom, right, top = transform_bounds(ds.crs, grid.crs, *ds.bounds)
-        except RasterioError as exc:
-            raise CRSMismatchError(
+        # Not ds.bounds: a rotated source (warped, so supported) must not reach affine's
+        # deprecated ``*`` that rasterio uses for it.
+        left, bottom, right, top = gdal_call(
+            lambda: transform_bounds(ds.crs, grid.crs, *_bounds(ds)),
+            lambda m: CRSMismatchError(
                 f"{self.path}: cannot transform {self.what} bounds from {ds.crs} to {grid.crs} "
-                f"({_gdal_msg(exc)})"
-            ) from None
+                f"({m})"
+            ),
+        )
         gl, gb, gr, gtop = grid.bounds
         if left >= gr or right <= gl or bottom >= gtop or top <= gb:
             raise GridMismatchError(
@@ -246,12 +299,13 @@ class _Source:
         rr1, cc1 = min(r0 + h, self.reader.height), min(c0 + w, self.reader.width)
         if rr1 <= rr0 or cc1 <= cc0:
             return out, inside
-        try:
-            arr = self.reader.read(self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-        except RasterioIOError as exc:
-            raise InputError(
-                f"{self.path}: read failed ({_gdal_msg(exc)}); the file may be truncated or corrupt"
-            ) from None
+        arr = gdal_call(
+            lambda: self.reader.read(self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)),
+            lambda m: InputError(
+                f"{self.path}: reading pixels failed ({m}); the file is truncated or corrupt: "
+                "re-copy or re-export it"
+            ),
+        )
         dst = (slice(None), slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         out[dst] = arr
         inside[dst[1:]] = True
@@ -289,18 +343,13 @@ class Scene:
 
     def _open_all(self) -> None:
         spec = self.spec
-        img = _open(spec.image, "image")
-        if img.crs is None:
+        img = open_raster(spec.image, "image")
+        try:
+            names = self._check_image(img)
+        except BaseException:
             img.close()
-            raise CRSMismatchError(
-                f"{spec.image}: the image has no CRS; assign one (e.g. gdal_edit.py -a_srs "
-                "EPSG:32633 FILE) or use a georeferenced export"
-            )
+            raise
         self.geobox = _grid(img)
-        names = _image_band_names(img, spec.image_bands)
-        kinds = {np.dtype(dt).kind for dt in img.dtypes}
-        if not kinds <= {"u", "i", "f"}:
-            raise InputError(f"{spec.image}: unsupported pixel type {img.dtypes[0]}")
         # Split the image's bands into plain bands and elevation bands stored in it.
         plain = [(i + 1, n) for i, n in enumerate(names) if n not in _ELEVATION]
         self._image = _Source(
@@ -325,7 +374,7 @@ class Scene:
         for elev, path in (("dsm", spec.dsm), ("ndsm", spec.ndsm)):
             if path is None:
                 continue
-            ds = _open(path, elev.upper())
+            ds = open_raster(path, elev.upper())
             if ds.count != 1:
                 c = ds.count
                 ds.close()
@@ -338,7 +387,7 @@ class Scene:
             setattr(self, f"_{elev}", src)
         self._labels: _Source | None = None
         if spec.labels is not None:
-            ds = _open(spec.labels, "label")
+            ds = open_raster(spec.labels, "label")
             if ds.count not in (1, 3, 4) or np.dtype(ds.dtypes[0]) != np.uint8:
                 c, dt = ds.count, ds.dtypes[0]
                 ds.close()
@@ -360,6 +409,26 @@ class Scene:
         if self._dsm is not None or self._ndsm is not None:
             bands.append("ndsm")
         self.band_names: tuple[str, ...] = tuple(bands)
+
+    def _check_image(self, img: rasterio.DatasetReader) -> tuple[str, ...]:
+        """The image's band names, once its CRS, grid and pixel type are usable."""
+        spec = self.spec
+        if img.crs is None:
+            raise CRSMismatchError(
+                f"{spec.image}: the image has no CRS; assign one (e.g. gdal_edit.py -a_srs "
+                "EPSG:32633 FILE) or use a georeferenced export"
+            )
+        t = img.transform
+        if not _north_up(t):  # chips, footprints and blocks are axis-aligned windows
+            raise InputError(
+                f"{spec.image}: rotated or sheared geotransform (b={t.b:.6g}, d={t.d:.6g}) is "
+                f"not supported; warp it to a north-up grid first, e.g. gdalwarp {spec.image} "
+                "out.tif"
+            )
+        names = _image_band_names(img, spec.image_bands)
+        if not {np.dtype(dt).kind for dt in img.dtypes} <= {"u", "i", "f"}:
+            raise InputError(f"{spec.image}: unsupported pixel type {img.dtypes[0]}")
+        return names
 
     # -- properties -------------------------------------------------------------------
 

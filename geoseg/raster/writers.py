@@ -26,6 +26,7 @@ band descriptions; invalid pixels are 0 and masked out by an internal per-datase
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -38,10 +39,13 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError  # what rasterio.shutil.copy raises on a GDAL error
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path, check_output
+from geoseg.errors import OutputError
 from geoseg.grid import GeoBox
 from geoseg.raster.tags import write_tags
 from geoseg.schema import IGNORE, ClassSchema
@@ -262,6 +266,37 @@ def _write_cog(
                         tmp_aux.write_text(pam)
                 elif aux.exists():
                     aux.unlink()
+    except (OSError, RasterioError, CPLE_BaseError) as exc:
+        full = _device_full(exc, final)
+        if full is None:
+            raise
+        raise full from None
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     logger.info("%s: wrote %dx%d COG (%d band(s))", final, geobox.width, geobox.height, count)
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NEARLY_FULL = 1 << 20
+"""Bytes free under which a failed GDAL write is taken for a full device."""
+
+
+def _device_full(exc: Exception, final: Path) -> OutputError | None:
+    """An OutputError when writing ``final`` failed because its device is full, else None.
+
+    GDAL reports a full disk as a generic write error without ``errno``; it is recognised by
+    the space left on the device, measured before the temporary files are removed.
+    """
+    full = isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
+    if not full:
+        try:
+            full = shutil.disk_usage(final.parent).free < _NEARLY_FULL
+        except OSError:
+            return None
+    if not full:
+        return None
+    what = "an I/O error on the device" if getattr(exc, "errno", None) == errno.EIO else None
+    return OutputError(
+        f"{final}: {what or 'no space left on device'} while writing it; free space and run "
+        "again (finished work is kept)"
+    )

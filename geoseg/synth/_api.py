@@ -6,14 +6,13 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from affine import Affine
 
 from geoseg import __version__
-from geoseg._io import atomic_path
+from geoseg._io import atomic_path, check_output
 from geoseg.errors import InputError
 from geoseg.synth._layout import layout
 from geoseg.synth._records import (
@@ -98,17 +97,18 @@ def synthesize(
         The written folder, its scene ids and file paths.
 
     Raises:
+        OutputError: ``out_dir`` cannot be created (a parent is a file, a file is there).
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
         InputError: A bad number of scenes, size or seed.
     """
     if scenes < 1:
         raise InputError(f"scenes={scenes}: the number of scenes must be >= 1")
     check_size_seed(size, seed)
-    final = Path(out_dir)
+    final = check_output(out_dir, overwrite=overwrite, kind="dir")
     ids = tuple(scene_id(i) for i in range(scenes))
     buildings: list[dict[str, Any]] = []
     roads: list[dict[str, Any]] = []
-    with atomic_path(final, overwrite=overwrite) as tmp:
+    with atomic_path(final, overwrite=overwrite, kind="dir") as tmp:
         tmp.mkdir()
         for i, sid in enumerate(ids):
             t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geoseg._io import atomic_path
+from geoseg._io import atomic_path, check_output_path
 from geoseg._torch import safe_load
 from geoseg.checkpoint import Checkpoint
 from geoseg.errors import CheckpointError, ConfigError, OutputExistsError
@@ -64,14 +64,20 @@ def log_path_for(out: str | os.PathLike[str]) -> Path:
 def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check that a run may write ``out`` (never clobber unless ``overwrite``).
 
+    ``out``, its resume state and its metrics CSV must be files that can be created: no
+    parent of theirs a file, no folder in their place.
+
     Raises:
         ConfigError: Both ``resume`` and ``overwrite``.
+        OutputError: ``out``, its resume state or its metrics CSV cannot be created.
         CheckpointError: ``resume`` without a resume state.
         OutputExistsError: ``out`` or its resume state exists, and neither flag is set.
     """
     resume_file = resume_path_for(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other; choose one")
+    for p in (out, resume_file, log_path_for(out)):
+        check_output_path(p, kind="file")
     if resume:
         if not resume_file.is_file():
             raise CheckpointError(

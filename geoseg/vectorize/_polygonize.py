@@ -13,6 +13,7 @@ touches the bottom border of that row; only such border groups stay in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
 from geoseg._io import ignoring
+from geoseg.errors import InputError
+from geoseg.raster.scene import gdal_call
 from geoseg.vectorize._clean import node_mask, polygon_parts
 
 __all__ = [
@@ -101,8 +104,22 @@ def read_with_halo(
 _NO_NODES = np.zeros(0, dtype=np.int64)
 
 
-def _polygons_from_shapes(shapes: list[tuple[dict[str, Any], float]]) -> list[Polygon]:
-    """GeoJSON-like polygons to shapely, in a few vectorized calls."""
+def _quiet(georeferenced: bool) -> contextlib.AbstractContextManager[None]:
+    """Nothing for a georeferenced raster; else rasterio's warning about it silenced."""
+    return contextlib.nullcontext() if georeferenced else ignoring(NotGeoreferencedWarning)
+
+
+def _read_error(path: str, window: Window, message: str) -> InputError:
+    return InputError(
+        f"{path}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} "
+        f"failed ({message}); the file is truncated or corrupt: copy or write it again"
+    )
+
+
+def _polygons_from_shapes(
+    shapes: list[tuple[dict[str, Any], float]], shift: float = 0.0
+) -> list[Polygon]:
+    """GeoJSON-like polygons to shapely, in a few vectorized calls, moved by ``-shift``."""
     if not shapes:
         return []
     coords: list[tuple[float, float]] = []
@@ -113,12 +130,57 @@ def _polygons_from_shapes(shapes: list[tuple[dict[str, Any], float]]) -> list[Po
             coords.extend(ring)
             ring_len.append(len(ring))
             ring_owner.append(k)
+    xy = np.asarray(coords, dtype=np.float64)
+    if shift:
+        xy -= shift  # exact: integer pixel corners
     rings = shapely.linearrings(
-        np.asarray(coords, dtype=np.float64),
+        xy,
         indices=np.repeat(np.arange(len(ring_len)), ring_len),
     )
     polys = shapely.polygons(rings, indices=np.asarray(ring_owner))
     return list(polys)
+
+
+_SHIFT = 1
+"""Pixels added to both offsets of the polygonized block, then subtracted (see _shapes)."""
+
+
+def _mem(array: npt.NDArray[Any], transform: Affine) -> rasterio.io.DatasetWriter:
+    """A 1-band in-memory GDAL dataset holding ``array``, with ``transform``."""
+    ds = rasterio.open(
+        "/vsimem/geoseg-polygonize",  # the MEM driver creates nothing under this name
+        "w",
+        driver="MEM",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        transform=transform,
+    )
+    ds.write(array, 1)
+    return ds
+
+
+def _shapes(
+    labels: npt.NDArray[np.int32], col_off: int, row_off: int
+) -> list[tuple[dict[str, Any], float]]:
+    """``rasterio.features.shapes`` of the labelled pixels, shifted by ``_SHIFT`` pixels.
+
+    The coordinates are scene pixel corners plus ``_SHIFT``. Given NumPy arrays, ``shapes``
+    wraps them in datasets that have no geotransform, and rasterio raises and silences its
+    NotGeoreferencedWarning inside ``warnings.catch_warnings``, which is not thread-safe: a
+    thread leaving its own ``catch_warnings`` can restore filters under which the warning
+    escapes (an error where warnings are errors). So the labels and the mask go in MEM
+    datasets created with a geotransform, and no warning is raised at all. That transform is
+    never the identity (which rasterio warns about too): the block offset plus one pixel.
+    """
+    tf = Affine.translation(col_off + _SHIFT, row_off + _SHIFT)
+    with _mem(labels, tf) as ds, _mem((labels > 0).view(np.uint8), tf) as ms:
+        return list(
+            rasterio.features.shapes(
+                rasterio.band(ds, 1), mask=rasterio.band(ms, 1), connectivity=4
+            )
+        )
 
 
 def label_block(
@@ -154,6 +216,7 @@ def polygonize_block(
     prob_path: str | None = None,
     halo: int = 1,
     nodes_needed: bool = True,
+    georeferenced: bool = True,
 ) -> tuple[BlockResult, npt.NDArray[np.int16]]:
     """Polygonize one block of a class raster (opens the file itself; safe in threads).
 
@@ -167,14 +230,24 @@ def polygonize_block(
         prob_path: Optional probability raster, band ``k + 1`` for class ``k``.
         halo: Pixels read around the block (at least 1, for the node test).
         nodes_needed: Find the node corners of each piece (needed to simplify).
+        georeferenced: Whether the class raster has a geotransform; without one, rasterio
+            warns when it is opened and that warning is silenced (a process of its own, or
+            the caller's thread: nothing else of geoseg reads such a file concurrently).
 
     Returns:
         The block result (ids local to the block, 1..n) and the haloed class values.
+
+    Raises:
+        InputError: A raster cannot be read (truncated or corrupt), naming the file.
     """
-    with rasterio.open(path) as src:
-        values = read_with_halo(src, window, max(1, halo))
-        width = src.width
     halo = max(1, halo)
+
+    def read() -> tuple[npt.NDArray[np.int16], int]:
+        # In an Env, GDAL's own warnings go to logging rather than straight to stderr.
+        with _quiet(georeferenced), rasterio.Env(), rasterio.open(path) as src:
+            return read_with_halo(src, window, halo), src.width
+
+    values, width = gdal_call(read, lambda m: _read_error(path, window, m))
     h, w = int(window.height), int(window.width)
     r0, c0 = int(window.row_off), int(window.col_off)
     core = values[halo : halo + h, halo : halo + w]
@@ -189,14 +262,19 @@ def polygonize_block(
         counts = np.bincount(labels.ravel(), minlength=n + 1)
         sums = np.zeros(n + 1, dtype=np.float64)
         if prob_path is not None:
-            with rasterio.open(prob_path) as psrc:
-                for k in classes:
-                    ids = np.flatnonzero(cls_of == k)
-                    if len(ids) == 0:
-                        continue
-                    prob = psrc.read(k + 1, window=window).astype(np.float64)
-                    sel = np.isin(labels, ids)
-                    sums += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
+            ppath = prob_path
+
+            def add_probabilities() -> None:
+                with _quiet(georeferenced), rasterio.Env(), rasterio.open(ppath) as psrc:
+                    for k in classes:
+                        ids = np.flatnonzero(cls_of == k)
+                        if len(ids) == 0:
+                            continue
+                        prob = psrc.read(k + 1, window=window).astype(np.float64)
+                        sel = np.isin(labels, ids)
+                        sums[:] += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
+
+            gdal_call(add_probabilities, lambda m: _read_error(ppath, window, m))
         # Node corners, assigned to the pieces around them (sorted, unique per piece).
         if nodes_needed:
             nm = node_mask(values[halo - 1 : halo + h + 1, halo - 1 : halo + w + 1])
@@ -217,16 +295,8 @@ def polygonize_block(
         pairs = np.unique(np.stack([lab_all.astype(np.int64), key_all], axis=1), axis=0)
         lab_all, key_all = pairs[:, 0], pairs[:, 1]
         bounds = np.searchsorted(lab_all, np.arange(n + 2))
-        # rasterio silences its own NotGeoreferencedWarning inside with catch_warnings, which
-        # is not thread-safe: concurrent calls can let it escape. Calls that hold the shared
-        # lock never overlap (no loss: polygonization holds the GIL anyway).
-        with ignoring(NotGeoreferencedWarning):
-            shapes = list(
-                rasterio.features.shapes(
-                    labels, mask=labels > 0, connectivity=4, transform=Affine.translation(c0, r0)
-                )
-            )
-        geoms = _polygons_from_shapes(shapes)
+        shapes = _shapes(labels, c0, r0)
+        geoms = _polygons_from_shapes(shapes, shift=_SHIFT)
         for (_, value), geom in zip(shapes, geoms, strict=False):
             i = int(value)
             if i in pieces:  # cannot happen for 4-connected labels; be safe

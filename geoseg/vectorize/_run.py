@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry import LineString
 
-from geoseg._io import atomic_path, check_output
+from geoseg._io import atomic_path, check_memory, check_output
 from geoseg.errors import ConfigError, GridMismatchError, InputError
 from geoseg.grid import block_rows, crs_unit_metres
+from geoseg.raster.scene import open_raster
 from geoseg.raster.tags import schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 from geoseg.vectorize._features import (
@@ -84,21 +83,26 @@ class _Source:
     height: int
     width: int
     nodata: float | None
-
-
-def _open_checked(path: Path) -> rasterio.io.DatasetReader:
-    try:
-        return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputError(f"{path}: cannot open as a raster ({exc}); check the path") from None
+    georeferenced: bool  # has a geotransform (rasterio warns when it opens one without)
 
 
 def _read_source(path: Path, fallback_schema: str) -> _Source:
-    with _open_checked(path) as src:
+    # Checked up front, in the parent; warnings about a missing CRS in geoseg's words.
+    with open_raster(path, "class") as src:
         if src.count != 1 or src.dtypes[0] != "uint8":
             raise InputError(
                 f"{path}: expected a 1-band uint8 class raster, got {src.count} band(s) of "
                 f"{src.dtypes[0]}; pass the class map written by geoseg predict"
+            )
+        georeferenced = not src.transform.is_identity
+        if src.crs is None:
+            logger.warning(
+                "%s: the raster has no CRS; polygons are written in %s without a CRS (areas "
+                "and lengths in those units); assign one with gdal_edit.py -a_srs EPSG:xxxx%s %s",
+                path,
+                "its map coordinates" if georeferenced else "pixel coordinates",
+                "" if georeferenced else " -a_ullr ULX ULY LRX LRY",
+                path,
             )
         return _Source(
             schema=schema_from_tags(src, fallback_schema, path=path),
@@ -107,6 +111,7 @@ def _read_source(path: Path, fallback_schema: str) -> _Source:
             height=src.height,
             width=src.width,
             nodata=src.nodata,
+            georeferenced=georeferenced,
         )
 
 
@@ -140,7 +145,7 @@ def _check_probabilities(
         return None
     prob_path = str(probabilities)
     height, width, transform = source.height, source.width, source.transform
-    with _open_checked(Path(prob_path)) as ps:
+    with open_raster(Path(prob_path), "probability") as ps:
         if (ps.height, ps.width) != (height, width) or not ps.transform.almost_equals(transform):
             got = f"{ps.width}x{ps.height} {tuple(ps.transform)[:6]}"
             raise GridMismatchError(
@@ -162,8 +167,7 @@ def _metres(
 ) -> tuple[bool, float, float]:
     """(geographic, CRS unit in metres, pixel size in metres)."""
     px = math.sqrt(abs(transform.a * transform.e - transform.b * transform.d))
-    if crs is None:
-        logger.warning("raster has no CRS: areas and lengths are in pixel-grid units")
+    if crs is None:  # said once, by _read_source
         return False, 1.0, px
     if crs.is_geographic:
         cy = transform.d * shape[1] / 2 + transform.e * shape[0] / 2 + transform.f
@@ -209,6 +213,7 @@ class _BlockJob:
     ctx: FeatureContext
     hold: tuple[int, ...]  # classes whose final pieces go back raw (to regularize)
     road_cls: int | None  # centre-lines of this class, or None
+    georeferenced: bool = True  # see polygonize_block
 
 
 def _block_task(job: _BlockJob) -> BlockResult:
@@ -223,6 +228,7 @@ def _block_task(job: _BlockJob) -> BlockResult:
         prob_path=job.prob_path,
         halo=job.halo,
         nodes_needed=job.ctx.tol_px > 0,
+        georeferenced=job.georeferenced,
     )
     border = internal_edge_ids(res, job.n_rows, job.n_cols)
     inline = [i for i, p in res.pieces.items() if i not in border and p.cls not in job.hold]
@@ -246,11 +252,19 @@ class _InlineExecutor(Executor):
         return fut
 
 
+class _ProcessPool(ProcessPoolExecutor):
+    """A process pool that drops its queued tasks when the block it serves fails."""
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # A failed block (e.g. a corrupt one: InputError) ends the run; the rest is not run.
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+
 def _executor(workers: int) -> Executor:
     if workers <= 1:
         return _InlineExecutor()
     # Processes, not threads: polygonization holds the GIL. "spawn" is safe with GDAL.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    return _ProcessPool(max_workers=workers, mp_context=mp.get_context("spawn"))
 
 
 def _chunks(items: list[_T], n: int) -> Iterable[list[_T]]:
@@ -400,6 +414,30 @@ def _write_styles(
     write_gpkg_styles(gpkg, styles)
 
 
+_BLOCK_BYTES_PER_PX = 16
+"""Memory a block takes per pixel while polygonized (classes, labels, masks, node tests)."""
+
+
+def _check_block_memory(path: Path, source: _Source, halo: int, options: VectorizeOptions) -> None:
+    """Refuse a ``--block-size`` whose block cannot be held in memory (before any output).
+
+    Raises:
+        ConfigError: One block (with its halo) would take more than half the memory
+            available now.
+    """
+    h = min(options.block_size + 2 * halo, source.height)
+    w = min(options.block_size + 2 * halo, source.width)
+    per_px = _BLOCK_BYTES_PER_PX + (8 if options.probabilities is not None else 0)
+    check_memory(
+        h * w * per_px,
+        what=(
+            f"--block-size {options.block_size}: a block of {h} x {w} px of {path} "
+            f"({source.height} x {source.width} px)"
+        ),
+        fix="use a smaller --block-size (the default is 2048)",
+    )
+
+
 def vectorize_raster(
     path: str | Path,
     out: str | Path,
@@ -422,12 +460,17 @@ def vectorize_raster(
         InputError: The raster is not a 1-band uint8 raster, or cannot be opened.
         GridMismatchError: The probability raster is not on the same grid.
         SchemaError: The schema tag or ``options.schema`` is unusable.
-        ConfigError: A requested class is not in the schema.
+        ConfigError: A requested class is not in the schema, or a block of
+            ``options.block_size`` would not fit in memory.
+        OutputError: ``out`` cannot be created (a parent is a file, a folder is in the
+            place of the GeoPackage...).
         OutputExistsError: ``out`` exists and ``options.overwrite`` is false.
     """
     t0 = time.perf_counter()
     path, out = Path(path), Path(out)
-    check_output(out, overwrite=options.overwrite)
+    check_output(
+        out, overwrite=options.overwrite, kind="dir" if options.format == "parquet" else "file"
+    )
     # 1. What to read and what to write.
     source = _read_source(path, options.schema)
     schema = source.schema
@@ -451,6 +494,7 @@ def vectorize_raster(
     rows = block_rows(source.height, source.width, options.block_size)
     n_blocks = sum(len(r) for r in rows)
     halo = max(32, min(256, options.block_size // 4)) if options.centerlines else 1
+    _check_block_memory(path, source, halo, options)
     jobs = [
         [
             _BlockJob(
@@ -467,6 +511,7 @@ def vectorize_raster(
                 ctx=ctx,
                 hold=(regularizer.cls,) if regularizer is not None else (),
                 road_cls=road_cls,
+                georeferenced=source.georeferenced,
             )
             for c, window in enumerate(row)
         ]

@@ -21,6 +21,14 @@ __all__ = ["FeatureSink"]
 
 GeomType = Literal["Polygon", "LineString"]
 
+UNDEFINED_SRS = (
+    'LOCAL_CS["Undefined SRS",LOCAL_DATUM["unknown",32767],UNIT["unknown",0],'
+    'AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+)
+"""The GeoPackage's own "Undefined SRS" (srs_id 99999): what GDAL writes for a layer without a
+CRS, and what readers take as no CRS. Given explicitly, pyogrio does not warn that the CRS
+is missing (geoseg says so itself, once, in its own words)."""
+
 
 class _Layer:
     def __init__(self, name: str, geometry_type: GeomType, fields: dict[str, str]) -> None:
@@ -130,10 +138,11 @@ class FeatureSink:
             layer=lyr.name,
             driver="GPKG",
             geometry_type=lyr.geometry_type,
-            crs=self.crs.to_wkt() if self.crs is not None else None,
+            crs=self.crs.to_wkt() if self.crs is not None else UNDEFINED_SRS,
             append=lyr.created,
             layer_metadata=None if lyr.created else self.metadata or None,
-            layer_options={"SPATIAL_INDEX": "YES"},
+            layer_options={"SPATIAL_INDEX": "YES"}
+            | ({} if self.crs is not None else {"SRID": "99999"}),
         )
 
     def _geo_metadata(self, lyr: _Layer) -> bytes:

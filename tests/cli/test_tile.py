@@ -203,3 +203,16 @@ def test_bad_option_values_exit_2(
 def test_dsm_without_image_is_a_usage_error(scene: dict[str, Path], tmp_path: Path) -> None:
     code, out = run("tile", "--dsm", str(scene["dsm"]), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, out, "--image")
+
+
+def test_help_says_an_empty_run_exits_1() -> None:
+    code, out = run("tile", "--help")
+    assert code == 0 and "Exits 1" in out and "no chip is valid" in out
+
+
+def test_an_all_nodata_scene_exits_1_and_leaves_nothing(tmp_path: Path) -> None:
+    p = write_raster(tmp_path / "empty.tif", np.zeros((3, 40, 40), np.uint8), nodata=0)
+    code, out = run("tile", str(p), "--size", "32", "-o", str(tmp_path / "o"))
+    assert code == 1
+    assert_one_line_error(code, out, "no chip was valid", "scene empty", "nodata")
+    assert not (tmp_path / "o").exists()

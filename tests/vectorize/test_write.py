@@ -41,3 +41,24 @@ def test_sink_appends_in_batches(tmp_path: Path, fmt: str) -> None:
     assert df.crs.to_epsg() == 32633
     assert sorted(df.area_m2) == sorted(shapely.area(boxes))
     assert shapely.equals(shapely.union_all(df.geometry.values), shapely.union_all(boxes))
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "parquet"])
+def test_sink_without_crs_writes_no_crs_and_warns_nothing(tmp_path: Path, fmt: str) -> None:
+    """pyogrio warned "'crs' was not provided" (issue 11, class 7); warnings are errors here."""
+    import geopandas as gpd
+
+    from geoseg.vectorize._write import FeatureSink
+
+    path = tmp_path / ("s.gpkg" if fmt == "gpkg" else "s")
+    sink = FeatureSink(path, fmt, None, batch=2)  # type: ignore[arg-type]
+    sink.layer("boxes", "Polygon", {"class": "str"})
+    boxes = np.asarray([shapely.box(i, 0, i + 1, 1) for i in range(5)], dtype=object)
+    sink.add_many("boxes", boxes, {"class": np.full(5, "b", dtype=object)})
+    assert sink.close() == {"boxes": 5}
+    if fmt == "gpkg":
+        assert pyogrio.read_info(path, layer="boxes")["crs"] is None
+        df = pyogrio.read_dataframe(path, layer="boxes")
+    else:
+        df = gpd.read_parquet(path / "boxes.parquet")
+    assert df.crs is None and len(df) == 5

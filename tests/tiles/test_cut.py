@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from geoseg.errors import OutputExistsError
+from geoseg.errors import ConfigError, OutputExistsError
 from geoseg.raster import SceneSpec
 from geoseg.schema import POTSDAM
 from geoseg.tiles import TileOptions, read_chip, read_store, tile_scenes
@@ -199,3 +199,29 @@ def test_real_landsat_chips_georeferenced_with_collar_valid_fraction(tmp_path: P
                 )
     fractions = index.valid_fraction.to_numpy()
     assert fractions.min() < 0.6 and fractions.max() > 0.99, "the collar shows in the fractions"
+
+
+def test_overwrite_that_fails_before_a_chip_puts_the_old_store_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = write_raster(tmp_path / "img.tif", coord_image(64, 64))
+    spec = [SceneSpec("c", p)]
+    tile_scenes(spec, tmp_path / "s", options=TileOptions(size=32, overlap=0))
+    before = sorted((q.relative_to(tmp_path), q.stat().st_mtime_ns) for q in tmp_path.rglob("*"))
+
+    def boom(*args: object, **kw: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("geoseg.tiles._cut._write_chip", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        tile_scenes(spec, tmp_path / "s", options=TileOptions(size=16, overlap=0), overwrite=True)
+    after = sorted((q.relative_to(tmp_path), q.stat().st_mtime_ns) for q in tmp_path.rglob("*"))
+    assert after == before
+    assert json.loads((tmp_path / "s" / "tiles.json").read_text())["size"] == 32
+
+
+def test_chip_memory_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    p = write_raster(tmp_path / "img.tif", coord_image(40, 40))
+    with pytest.raises(ConfigError, match=r"--size 20000: .* scene c \(40 x 40 px\).*or less"):
+        tile_scenes([SceneSpec("c", p)], tmp_path / "s", options=TileOptions(size=20000))
+    assert not (tmp_path / "s").exists()
