@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,12 @@ from geoseg.errors import InputError
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["dask_client"]
+__all__ = ["SCHEDULER_RE", "dask_client"]
+
+SCHEDULER_RE = re.compile(
+    r"^(?:(?:tcp|tls|ucx|ws|wss)://(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|inproc://\S+)$"
+)
+"""A Dask scheduler address: ``tcp://HOST:PORT`` (or tls, ucx, ws, wss; ``inproc://``)."""
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -32,6 +33,7 @@ __all__ = [
     "ignoring",
     "make_parents",
     "remove_empty",
+    "remove_stale_temporaries",
     "temp_sibling",
 ]
 
@@ -130,6 +132,31 @@ def check_output(
     return p
 
 
+def remove_stale_temporaries(path: Path, *, stages: bool = False) -> list[Path]:
+    """Remove what a killed write of ``path`` left beside it; return what was removed.
+
+    A process killed (SIGKILL, power loss) while writing ``path`` leaves its temporary
+    names: :func:`temp_sibling` files (with SQLite's ``-journal``/``-wal``/``-shm`` and GDAL's
+    ``.aux.xml`` companions) and, with ``stages``, the ``.{stem}.*.stage`` folders of the COG
+    writer (which calls this before it makes its own). The next write of the same output
+    removes them, so a rerun leaves only final files.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    stem, suffix = re.escape(path.stem), re.escape(path.suffix)
+    stale = re.compile(
+        rf"^\.{stem}\.[0-9a-f]{{8}}\.partial{suffix}(?:-journal|-wal|-shm|\.aux\.xml)?$"
+        + (rf"|^\.{stem}\.[A-Za-z0-9_]+\.stage$" if stages else "")
+    )
+    removed = []
+    for p in parent.iterdir():
+        if stale.match(p.name):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
 def temp_sibling(path: Path) -> Path:
     """A unique temporary name in the same directory (same filesystem, so rename is atomic).
 
@@ -159,6 +186,7 @@ def atomic_path(
     """
     final = check_output(path, overwrite=overwrite, kind=kind)
     made = make_parents(final)
+    remove_stale_temporaries(final)
     tmp = temp_sibling(final)
     try:
         yield tmp

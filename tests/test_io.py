@@ -61,3 +61,25 @@ def test_atomic_folder_replaces_a_symlink_or_a_file_without_leftovers(tmp_path: 
         tmp.mkdir()
     assert (tmp_path / "f").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "out", "target"]
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_output_left(tmp_path: Path) -> None:
+    from geoseg._io import atomic_path, remove_stale_temporaries
+
+    final = tmp_path / "city.gpkg"
+    stale = [
+        tmp_path / ".city.0123abcd.partial.gpkg",
+        tmp_path / ".city.0123abcd.partial.gpkg-journal",
+        tmp_path / ".city.89abcdef.partial.gpkg.aux.xml",
+    ]
+    stage = tmp_path / ".city.x1y2_z3.stage"
+    others = [tmp_path / ".town.0123abcd.partial.gpkg", tmp_path / "city.gpkg.txt"]
+    for p in stale + others:
+        p.write_text("x")
+    stage.mkdir()
+    with atomic_path(final) as tmp:
+        tmp.write_text("done")
+    assert final.read_text() == "done"
+    assert not any(p.exists() for p in stale)
+    assert stage.is_dir() and all(p.exists() for p in others)  # stages: the COG writer's own
+    assert remove_stale_temporaries(final, stages=True) == [stage]

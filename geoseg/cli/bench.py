@@ -48,7 +48,7 @@ def _cache_opt(what: str) -> Callable[[F], F]:
 def _seconds_opt(what: str) -> Callable[[F], F]:
     return click.option(
         "--seconds",
-        type=click.FloatRange(min=0.0),
+        type=Number(0.0),
         default=3.0,
         show_default=True,
         help=f"Minimum duration of the {what} measurement.",

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.options import overwrite_opt, record_option
+from geoseg.cli.options import Fraction, Number, overwrite_opt, record_option
 from geoseg.options import EvaluateOptions
 
 # Options that belong to one mode only: name -> (mode, flag).
@@ -86,7 +86,7 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
 )
 @click.option(
     "--iou",
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    type=Fraction(max_open=True),
     default=0.5,
     show_default=True,
     help="A building matches when IoU is greater than this.",
@@ -99,7 +99,7 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
 )
 @click.option(
     "--min-area",
-    type=click.FloatRange(0.0),
+    type=Number(0.0),
     default=0.0,
     show_default=True,
     metavar="M2",
@@ -107,7 +107,7 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
 )
 @click.option(
     "--min-f1",
-    type=click.FloatRange(0.0, 1.0),
+    type=Fraction(),
     default=None,
     metavar="X",
     help="Exit 1 when building F1 is below X.",

@@ -19,6 +19,7 @@ __all__ = [
     "bands_opt",
     "batch_size_opt",
     "check_overlap",
+    "check_scheduler",
     "check_schema",
     "co_opt",
     "device_opt",
@@ -57,9 +58,12 @@ class PositiveInt(click.ParamType):
 
 
 class Fraction(click.ParamType):
-    """A float in [0, 1]."""
+    """A float in [0, 1] (or [0, 1) when ``max_open``); NaN is refused."""
 
     name = "fraction"
+
+    def __init__(self, *, max_open: bool = False) -> None:
+        self.max_open = max_open
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -68,8 +72,11 @@ class Fraction(click.ParamType):
             v = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not 0.0 <= v <= 1.0:
-            self.fail(f"{v} must be between 0 and 1", param, ctx)
+        ok = 0.0 <= v < 1.0 if self.max_open else 0.0 <= v <= 1.0
+        if not ok:
+            self.fail(
+                f"{v} must be between 0 and 1{' (1 excluded)' if self.max_open else ''}", param, ctx
+            )
         return v
 
 
@@ -241,6 +248,7 @@ def scene_inputs(f: Any) -> Any:
             "--schema",
             default="potsdam",
             show_default=True,
+            callback=check_schema,
             help="Class schema: a built-in name or a YAML/JSON file.",
         ),
     ]
@@ -347,3 +355,14 @@ workers_opt = _shared("PredictOptions", "workers")
 co_opt = _shared("PredictOptions", "creation_options")
 batch_size_opt = _shared("PredictOptions", "batch_size")
 precision_opt = _shared("PredictOptions", "precision")
+
+
+def check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback: a Dask scheduler address ``tcp://HOST:PORT`` (checked before any work)."""
+    from geoseg._dask import SCHEDULER_RE
+
+    if value is not None and not SCHEDULER_RE.match(value):
+        raise click.BadParameter(
+            f"{value!r} is not a scheduler address; use tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)"
+        )
+    return value

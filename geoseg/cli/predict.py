@@ -8,6 +8,7 @@ import click
 
 from geoseg.cli.options import (
     check_overlap,
+    check_scheduler,
     overwrite_opt,
     record_option,
     record_values,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     "--scheduler",
     metavar="ADDR",
     default=None,
+    callback=check_scheduler,
     help="Dask scheduler address (tcp://host:port); default: local threads.",
 )
 @record_option(PredictOptions, "workers")

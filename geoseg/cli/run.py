@@ -7,15 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.options import PositiveInt
-
-
-def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    from geoseg.pipeline import SCHEDULER_RE
-
-    if value is not None and not SCHEDULER_RE.match(value):
-        raise click.BadParameter(f"{value!r} is not a scheduler address; use tcp://HOST:PORT")
-    return value
+from geoseg.cli.options import PositiveInt, check_scheduler
 
 
 @click.command(short_help="Run a YAML batch job over many scenes (resumable, cron-safe).")
@@ -28,7 +20,7 @@ def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | No
     "--scheduler",
     metavar="ADDR",
     default=None,
-    callback=_check_scheduler,
+    callback=check_scheduler,
     help="Dask scheduler address (tcp://host:port); overrides the job's.",
 )
 @click.option(

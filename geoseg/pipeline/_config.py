@@ -45,6 +45,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from geoseg._dask import SCHEDULER_RE
 from geoseg.errors import ConfigError
 from geoseg.options import EvaluateOptions, PredictOptions, VectorizeOptions, check_overlap
 from geoseg.pipeline._inputs import InputEntry, JobInput, resolve_scenes
@@ -78,9 +79,6 @@ __all__ = [
 STEPS = ("predict", "landcover", "vectorize", "evaluate")
 """Steps in the order they run for a scene. ``landcover`` always follows ``predict``."""
 
-SCHEDULER_RE = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
-"""A Dask scheduler address (``tcp://HOST:PORT``)."""
-_SCHEDULER_RE = SCHEDULER_RE  # the name geoseg.cli.run still imports
 
 _MISSING_HINTS = {"steps.predict": "every job predicts (write `predict: {}` for the defaults)"}
 

@@ -74,8 +74,13 @@ def work_key(
 
 
 def _options_json(options: PredictOptions) -> dict[str, object]:
-    """The resolved options as given: tile size and overlap in the model's pixels."""
+    """The resolved options that shape the result (tile and overlap in the model's pixels).
+
+    ``workers`` and ``overwrite`` change how a run goes, not what it writes: they are left
+    out, so that the same prediction made another way gives the same file.
+    """
     d = asdict(options)
+    del d["workers"], d["overwrite"]
     d["creation_options"] = [list(kv) for kv in options.creation_options]
     return d
 

@@ -44,7 +44,7 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geoseg._io import atomic_path, check_output
+from geoseg._io import atomic_path, check_output, remove_stale_temporaries
 from geoseg.errors import OutputError
 from geoseg.grid import GeoBox
 from geoseg.raster.tags import write_tags
@@ -227,6 +227,7 @@ def _write_cog(
     pam: str | None,
 ) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final, stages=True)
     stage_dir = Path(tempfile.mkdtemp(prefix=f".{final.stem}.", suffix=".stage", dir=final.parent))
     try:
         stage = stage_dir / "stage.tif"
