@@ -120,3 +120,6 @@ def cli(verbose: int, quiet: int) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(level if verbose >= 2 else max(level, logging.WARNING))
+    # GDAL's own diagnostics (rasterio._env: "TIFFReadEncodedTile() failed" ...) repeat what
+    # geoseg's one-line error says: only at -vv.
+    logging.getLogger("rasterio").setLevel(level if verbose >= 2 else max(level, logging.ERROR))

@@ -143,7 +143,6 @@ def test_absurd_option_is_a_usage_error(
     fails_cleanly(*_args(command, world, out), *extra, watch=out, code=2, names=(option, says))
 
 
-
 # Gaps found by this suite and closed: --scheduler was not checked by predict, and
 # click.FloatRange let NaN through in evaluate.
 CLOSED_GAPS = [
