@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from geoseg.cli.main import cli
 
-__all__ = ["Failure", "fails_cleanly", "run", "snapshot"]
+__all__ = ["Failure", "fails_cleanly", "run", "snapshot", "tiny_checkpoint"]
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -86,3 +86,24 @@ def fails_cleanly(
     changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
     assert (added, removed, changed) == ([], [], []), (added, removed, changed)
     return Failure(rc, message, output)
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A valid tiny checkpoint: SegNet of width 4, RGB, the 6 Potsdam classes, 32 px tiles."""
+    import torch
+
+    from geoseg.checkpoint import Checkpoint, save_checkpoint
+    from geoseg.schema import POTSDAM
+
+    torch.manual_seed(0)
+    c = Checkpoint.untrained(
+        "segnet",
+        bands=("red", "green", "blue"),
+        mean=(120.0, 110.0, 100.0),
+        std=(60.0, 50.0, 40.0),
+        schema=POTSDAM,
+        tile_size=32,
+        gsd=0.05,
+        base_width=4,
+    )
+    return save_checkpoint(c, path)

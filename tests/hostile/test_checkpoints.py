@@ -22,29 +22,16 @@ from typing import Any
 import pytest
 import torch
 
-from geoseg.checkpoint import Checkpoint, save_checkpoint
-from geoseg.schema import POTSDAM
-from tests.hostile.helpers import fails_cleanly, run, snapshot
-from tests.predict.helpers import RGB, random_scene
+from tests.hostile.helpers import fails_cleanly, run, snapshot, tiny_checkpoint
+from tests.predict.helpers import random_scene
 
 Payload = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def good_payload(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A valid tiny checkpoint (SegNet of width 4, 3 bands, 6 classes)."""
-    torch.manual_seed(0)
-    ckpt = Checkpoint.untrained(
-        "segnet",
-        bands=RGB,
-        mean=(120.0, 110.0, 100.0),
-        std=(60.0, 50.0, 40.0),
-        schema=POTSDAM,
-        tile_size=32,
-        gsd=0.05,
-        base_width=4,
-    )
-    return save_checkpoint(ckpt, tmp_path_factory.mktemp("good") / "good.pt")
+    """A valid tiny checkpoint (SegNet of width 4, 3 bands, 6 classes, 32 px tiles)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("good") / "good.pt")
 
 
 @pytest.fixture

@@ -15,32 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from geoseg._io import atomic_path, check_output, check_output_path
-from geoseg.checkpoint import Checkpoint, save_checkpoint
 from geoseg.errors import OutputError, OutputExistsError
-from geoseg.schema import POTSDAM
 from tests.conftest import write_raster
-from tests.hostile.helpers import fails_cleanly, run, snapshot
-from tests.predict.helpers import RGB
+from tests.hostile.helpers import fails_cleanly, run, snapshot, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid tiny checkpoint (SegNet of width 4, 3 bands, 6 classes, 32 px tiles)."""
-    torch.manual_seed(0)
-    c = Checkpoint.untrained(
-        "segnet",
-        bands=RGB,
-        mean=(120.0, 110.0, 100.0),
-        std=(60.0, 50.0, 40.0),
-        schema=POTSDAM,
-        tile_size=32,
-        gsd=0.05,
-        base_width=4,
-    )
-    return save_checkpoint(c, tmp_path_factory.mktemp("ckpt") / "m.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt")
 
 
 class Case:

@@ -12,19 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.windows import Window
 
 from geoseg.blend import plan_blocks
-from geoseg.checkpoint import Checkpoint, save_checkpoint
 from geoseg.predict import PredictOptions
 from geoseg.predict._driver import _check_sizes
 from geoseg.predict._model import ModelMeta
 from geoseg.raster import SceneSpec
 from geoseg.schema import POTSDAM
 from tests.conftest import POTSDAM_TF, write_raster
-from tests.hostile.helpers import fails_cleanly
-from tests.predict.helpers import RGB
+from tests.hostile.helpers import fails_cleanly, tiny_checkpoint
 
 BIG = 200_000
 
@@ -53,18 +50,8 @@ def sparse_raster(path: Path, count: int, nodata: int) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    c = Checkpoint.untrained(
-        "segnet",
-        bands=RGB,
-        mean=(120.0, 110.0, 100.0),
-        std=(60.0, 50.0, 40.0),
-        schema=POTSDAM,
-        tile_size=32,
-        gsd=0.05,
-        base_width=4,
-    )
-    return save_checkpoint(c, tmp_path_factory.mktemp("ckpt") / "m.pt")
+    """A valid tiny checkpoint (SegNet of width 4, 3 bands, 6 classes, 32 px tiles)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt")
 
 
 @pytest.fixture
