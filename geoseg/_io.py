@@ -23,6 +23,7 @@ from geoseg.errors import ConfigError, OutputError, OutputExistsError
 
 __all__ = [
     "MEMORY_FRACTION",
+    "TEMP_NAME",
     "OutputKind",
     "atomic_path",
     "available_memory",
@@ -144,17 +145,25 @@ def remove_stale_temporaries(path: Path, *, stages: bool = False) -> list[Path]:
     parent = path.parent
     if not parent.is_dir():
         return []
-    stem, suffix = re.escape(path.stem), re.escape(path.suffix)
-    stale = re.compile(
-        rf"^\.{stem}\.[0-9a-f]{{8}}\.partial{suffix}(?:-journal|-wal|-shm|\.aux\.xml)?$"
-        + (rf"|^\.{stem}\.[A-Za-z0-9_]+\.stage$" if stages else "")
-    )
+    companions = {path.suffix + c for c in ("", "-journal", "-wal", "-shm", ".aux.xml")}
+    stage = re.compile(rf"^\.{re.escape(path.stem)}\.[A-Za-z0-9_]+\.stage$")
+
+    def stale(name: str) -> bool:
+        m = TEMP_NAME.match(name)
+        if m is not None:
+            return m["stem"] == path.stem and (m["suffix"] or "") in companions
+        return stages and stage.match(name) is not None
+
     removed = []
     for p in parent.iterdir():
-        if stale.match(p.name):
+        if stale(p.name):
             _remove(p)
             removed.append(p)
     return removed
+
+
+TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{8}\.partial(?P<suffix>\..*)?$")
+"""The names :func:`temp_sibling` gives: ``.{stem}.{8 hex}.partial{suffix}``."""
 
 
 def temp_sibling(path: Path) -> Path:

@@ -37,6 +37,7 @@ __all__ = [
     "Checkpoint",
     "file_sha256",
     "load_checkpoint",
+    "normalisation_problem",
     "save_checkpoint",
 ]
 
@@ -75,7 +76,7 @@ class Checkpoint:
     geoseg_version: str = ""
 
     def __post_init__(self) -> None:
-        problem = _normalisation_problem(self.bands, self.mean, self.std)
+        problem = normalisation_problem(self.bands, self.mean, self.std)
         if problem is not None:
             raise CheckpointError(f"checkpoint of {self.arch.get('name', 'a model')!r}: {problem}")
 
@@ -141,7 +142,7 @@ class Checkpoint:
 
     def _fields_problem(self) -> str | None:
         """What is wrong with the bands, normalisation, classes, tile size or GSD."""
-        problem = _normalisation_problem(self.bands, self.mean, self.std)
+        problem = normalisation_problem(self.bands, self.mean, self.std)
         if problem is not None:
             return problem
         if len(self.schema) < 2:
@@ -301,30 +302,37 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _normalisation_problem(
-    bands: tuple[object, ...], mean: tuple[object, ...], std: tuple[object, ...]
+def normalisation_problem(
+    bands: tuple[object, ...],
+    mean: tuple[object, ...],
+    std: tuple[object, ...],
+    *,
+    fix: str = _RETRAIN,
 ) -> str | None:
-    """What is wrong with the bands and their normalisation; None when they are usable."""
+    """What is wrong with the bands and their normalisation, and ``fix``; None when usable.
+
+    The one check of a model's inputs, for checkpoints and for in-memory models alike.
+    """
     if not bands:
-        return f"it lists no input bands; {_RETRAIN}"
+        return f"it lists no input bands; {fix}"
     if not (len(bands) == len(mean) == len(std)):
         return (
             f"{len(bands)} bands but {len(mean)} means and {len(std)} stds (one of each per "
-            f"band is needed); {_RETRAIN}"
+            f"band is needed); {fix}"
         )
     for b in bands:
         if not isinstance(b, str) or not b:
-            return f"band name {b!r} is not a text; {_RETRAIN}"
+            return f"band name {b!r} is not a text; {fix}"
     if len(set(bands)) != len(bands):
         dup = next(b for b in bands if bands.count(b) > 1)
-        return f"band {dup!r} is listed twice; {_RETRAIN}"
+        return f"band {dup!r} is listed twice; {fix}"
     for b, m, s in zip(bands, mean, std, strict=True):
         if not _is_real(m) or not math.isfinite(m):  # type: ignore[arg-type]
-            return f"the mean of band {b!r} is {m!r}, not a finite number; {_RETRAIN}"
+            return f"the mean of band {b!r} is {m!r}, not a finite number; {fix}"
         if not _is_real(s) or not math.isfinite(s) or s <= 0:  # type: ignore[arg-type,operator]
             return (
                 f"the std of band {b!r} is {s!r}; it must be a finite number > 0 "
-                f"(inputs are divided by it); {_RETRAIN}"
+                f"(inputs are divided by it); {fix}"
             )
     return None
 
@@ -423,7 +431,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
     if "name" not in payload["arch"]:
         raise CheckpointError(f"{p}: checkpoint field 'arch' has no model name; {_RETRAIN}")
     bands, mean, std = (tuple(payload[k]) for k in ("bands", "mean", "std"))
-    problem = _normalisation_problem(bands, mean, std)
+    problem = normalisation_problem(bands, mean, std)
     if problem is not None:
         raise CheckpointError(f"{p}: {problem}")
     try:

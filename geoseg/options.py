@@ -47,6 +47,7 @@ __all__ = [
     "field_default",
     "option",
     "option_fields",
+    "strip_optional",
     "validate_record",
 ]
 
@@ -145,7 +146,8 @@ def option_fields(record: type) -> list[tuple[Field[Any], OptionSpec, Any]]:
     return out
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None`` (or ``Optional[T]``), else ``(tp, False)``."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -156,7 +158,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 def choices_of(tp: Any) -> tuple[str, ...] | None:
     """The allowed values of a ``Literal`` type (optionally ``| None``), else None."""
-    tp, _ = _strip_optional(tp)
+    tp, _ = strip_optional(tp)
     if get_origin(tp) is Literal:
         return tuple(str(a) for a in get_args(tp))
     return None

@@ -12,7 +12,6 @@ import errno
 import importlib
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +74,6 @@ _DEVICE_FULL = {errno.ENOSPC: "no space left on device", errno.EIO: "an I/O erro
 if hasattr(errno, "EDQUOT"):
     _DEVICE_FULL[errno.EDQUOT] = "the disk quota is exceeded"
 
-# the temporary names of geoseg._io.temp_sibling: .{stem}.{8 hex}.partial{suffix}
-_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{8}\.partial(?P<suffix>\..*)?$")
-
 
 def device_full_message(exc: OSError) -> str | None:
     """One line for a write that failed because the device is full; None for other errors.
@@ -93,7 +89,9 @@ def device_full_message(exc: OSError) -> str | None:
     if name is None:
         return f"{what} while writing the outputs; {fix}"
     path = Path(os.fsdecode(name))
-    m = _TEMP_NAME.match(path.name)
+    from geoseg._io import TEMP_NAME
+
+    m = TEMP_NAME.match(path.name)
     if m is not None:
         path = path.with_name(m["stem"] + (m["suffix"] or ""))
     return f"{path}: {what} while writing it; {fix}"

@@ -279,9 +279,10 @@ def record_option(record: type, name: str, **overrides: Any) -> Any:
     declaration; ``overrides`` are passed to ``click.option`` (e.g. ``callback``,
     ``is_eager``); ``flags`` may drop an alias that the command uses otherwise.
     """
+    import typing
     from dataclasses import MISSING
 
-    from geoseg.options import choices_of, option_fields
+    from geoseg.options import choices_of, option_fields, strip_optional
 
     found = [(f, s, t) for f, s, t in option_fields(record) if f.name == name]
     if not found:
@@ -291,7 +292,8 @@ def record_option(record: type, name: str, **overrides: Any) -> Any:
     kw: dict[str, Any] = {"help": spec.help}
     default: Any = f.default_factory if f.default_factory is not MISSING else f.default
     choices = choices_of(tp)
-    base = _base_type(tp)
+    inner = strip_optional(tp)[0]
+    base = typing.get_origin(inner) or inner
     if base is bool:
         kw.update(is_flag=True, default=bool(default))
     elif choices is not None:
@@ -329,20 +331,6 @@ def record_values(record: type, params: dict[str, Any]) -> dict[str, Any]:
     from geoseg.options import option_fields
 
     return {f.name: params.pop(f.name) for f, _, _ in option_fields(record) if f.name in params}
-
-
-def _base_type(tp: Any) -> Any:
-    import types
-    import typing
-
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _base_type(args[0])
-    if origin is not None:
-        return origin
-    return tp
 
 
 # The options several commands share, built from their one declaration in geoseg.options.

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import socket
 import time
@@ -42,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from geoseg._io import check_output_path
+from geoseg._io import TEMP_NAME, check_output_path
 from geoseg.errors import ConfigError, OutputExistsError
 from geoseg.pipeline._config import Job
 from geoseg.pipeline._context import (
@@ -85,17 +84,13 @@ def _check_root(root: Path) -> None:
             )
 
 
-_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(?:\..*)?$")
-"""Temporary names of atomic writes (``geoseg._io.temp_sibling``)."""
-
-
 def _clean_leftovers(root: Path) -> None:
     """Remove temporary files that a killed run left (the lock is held: none is in use)."""
     for d in (root, root / MAPS_DIR, root / VECTORS_DIR, root / METRICS_DIR):
         if not d.is_dir():
             continue
         for p in d.iterdir():
-            if _LEFTOVER.match(p.name):
+            if TEMP_NAME.match(p.name):
                 logger.info("%s: removing a temporary file of an interrupted run", p)
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)

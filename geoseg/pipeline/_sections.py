@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_origin
 
 from annotated_types import Ge, Le
 from pydantic import (
@@ -42,7 +42,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from geoseg.options import EvaluateOptions, PredictOptions, VectorizeOptions, option_fields
+from geoseg.options import (
+    EvaluateOptions,
+    PredictOptions,
+    VectorizeOptions,
+    option_fields,
+    strip_optional,
+)
 from geoseg.options import field_default as record_default
 
 __all__ = [
@@ -351,16 +357,9 @@ class Section(BaseModel):
         return record(**values, **extra)
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
-    args = get_args(tp)
-    if type(None) in args and len(args) == 2:
-        return next(a for a in args if a is not type(None)), True
-    return tp, False
-
-
 def _job_type(tp: Any, minimum: float | None, maximum: float | None) -> Any:
     """The pydantic type of an option field: strict, bounded, with its choices."""
-    inner, optional = _strip_optional(tp)
+    inner, optional = strip_optional(tp)
     bounds: list[Any] = []
     if minimum is not None:
         bounds.append(Ge(minimum))

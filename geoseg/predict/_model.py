@@ -162,18 +162,13 @@ def model_ref(model: str | os.PathLike[str] | PredictModel) -> ModelRef:
 
 def _problem(m: PredictModel) -> str | None:
     """What keeps ``m`` from being applied, and how to fix it; None when it is usable."""
-    if not m.bands:
-        return "it lists no input bands; give the band names in channel order"
-    if not (len(m.bands) == len(m.mean) == len(m.std)):
-        return (
-            f"{len(m.bands)} bands but {len(m.mean)} means and {len(m.std)} stds; give one "
-            "mean and one std per band"
-        )
-    for band, mean, std in zip(m.bands, m.mean, m.std, strict=True):
-        if not math.isfinite(mean):
-            return f"the mean of band {band!r} is {mean!r}; give a finite number"
-        if not (math.isfinite(std) and std > 0):
-            return f"the std of band {band!r} is {std!r}; give a finite number > 0"
+    from geoseg.checkpoint import normalisation_problem
+
+    problem = normalisation_problem(
+        m.bands, m.mean, m.std, fix="give one finite mean and one std > 0 per band"
+    )
+    if problem is not None:
+        return problem
     if len(m.schema) < 2:
         return "its schema has fewer than two classes; a model needs at least two"
     if isinstance(m.tile_size, bool) or not isinstance(m.tile_size, int) or m.tile_size < 1:

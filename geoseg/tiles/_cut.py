@@ -139,8 +139,7 @@ def tile_scenes(
     root.mkdir(exist_ok=True)
     made_meta = False
     try:
-        for stale in root.glob("chips/*/.*.partial.tif"):
-            stale.unlink()  # temporaries of an interrupted run
+        _remove_chip_temporaries(root)  # of an interrupted run
         if not meta_path.exists():
             with atomic_path(meta_path) as tmp:
                 tmp.write_text(json.dumps(meta, indent=2))
@@ -264,8 +263,7 @@ def _undo(root: Path, made: list[Path], made_meta: bool, aside: Path | None) -> 
         if aside is not None:
             _discard(aside)
         return
-    for stale in root.glob("chips/*/.*.partial.tif"):
-        stale.unlink(missing_ok=True)
+    _remove_chip_temporaries(root)
     remove_empty([*sorted(root.glob("chips/*"), reverse=True), root / "chips"])
     if made_meta:
         (root / "tiles.json").unlink(missing_ok=True)
@@ -273,6 +271,11 @@ def _undo(root: Path, made: list[Path], made_meta: bool, aside: Path | None) -> 
         shutil.rmtree(root, ignore_errors=True)
         os.replace(aside, root)
     remove_empty(made)
+
+
+def _remove_chip_temporaries(root: Path) -> None:
+    for stale in root.glob("chips/*/.*.partial.tif"):
+        stale.unlink(missing_ok=True)
 
 
 def _discard(p: Path) -> None:
