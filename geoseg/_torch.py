@@ -1,7 +1,8 @@
 """Torch helpers shared by prediction, training and the benchmarks.
 
-* **Device, precision, batch size**: :func:`resolve_device` turns ``auto`` into the device
-  used here (and refuses ``cuda`` where there is none), :func:`resolve_precision` and
+* **Device, precision, batch size**: :func:`resolve_device` turns a device option (``auto``,
+  ``cpu``, ``cuda``, ``cuda:N``) into the concrete device used here, ``cpu`` or ``cuda:N``
+  (and refuses a CUDA device that this process does not see); :func:`resolve_precision` and
   :func:`resolve_batch_size` give the defaults that depend on that device.
 * **The one safe loader**: :func:`safe_load` reads a file written by ``torch.save`` without
   running pickled code (``weights_only=True``) and turns every way it can fail into a
@@ -16,14 +17,15 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from geoseg._io import ignoring
 from geoseg.errors import CheckpointError, ConfigError, first_line
-from geoseg.options import Device, Precision
+from geoseg.options import Device, Precision, check_device
 
 __all__ = [
     "LOAD_ERRORS",
+    "is_cuda",
     "resolve_batch_size",
     "resolve_device",
     "resolve_precision",
@@ -45,23 +47,61 @@ unsafe content with :class:`pickle.UnpicklingError`)."""
 
 
 def resolve_device(device: Device | str) -> str:
-    """The device to run on: ``cpu`` or ``cuda`` (``auto`` is CUDA when available).
+    """The concrete device to run on in this process: ``cpu`` or ``cuda:N``.
+
+    * ``cpu``: ``cpu``.
+    * ``auto``: what ``cuda`` gives when CUDA is available, else ``cpu``.
+    * ``cuda``: the current CUDA device, ``cuda:{torch.cuda.current_device()}``, which is
+      what torch itself means by ``cuda``: ``cuda:0`` unless the calling thread chose
+      another with ``torch.cuda.set_device``. Naming the index makes runs on two GPUs
+      of one machine distinguishable (model caches, sidecars, logs).
+    * ``cuda:N``: itself, once ``N`` is checked against the devices this process sees
+      (``torch.cuda.device_count()``, which honours ``CUDA_VISIBLE_DEVICES``);
+      ``cuda:01`` is ``cuda:1``.
 
     Raises:
-        ConfigError: ``cuda`` without a CUDA device, or an unknown device name.
+        ConfigError: Not a device option; ``cuda`` or ``cuda:N`` without CUDA; ``N`` not
+            below the number of CUDA devices. One line that says how to fix it.
     """
     import torch
 
-    if device not in get_args(Device):
-        raise ConfigError(f"device={device!r}: use one of {', '.join(get_args(Device))}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    check_device(device)
+    if device == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return "cpu"
         raise ConfigError(
-            "--device cuda: no CUDA device is available here (torch.cuda.is_available() is "
-            "False); use --device cpu or auto"
+            f"--device {device}: no CUDA device is available here (torch.cuda.is_available() "
+            "is False); use --device cpu or auto"
         )
-    return device
+    if device in ("auto", "cuda"):
+        return f"cuda:{torch.cuda.current_device()}"
+    index = int(device.partition(":")[2])
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"--device {device}: {_cuda_devices_seen(count)}; {_cuda_fix(count)}")
+    return f"cuda:{index}"
+
+
+def _cuda_devices_seen(count: int) -> str:
+    """``this machine has 2 CUDA devices (0-1)``, naming ``CUDA_VISIBLE_DEVICES`` if set."""
+    ids = "0" if count == 1 else f"0-{count - 1}"
+    devices = f"{count} CUDA device{'' if count == 1 else 's'} ({ids})"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return (
+            f"this process sees {devices} (CUDA_VISIBLE_DEVICES={visible}, which numbers "
+            "the devices it shows from 0)"
+        )
+    return f"this machine has {devices}"
+
+
+def _cuda_fix(count: int) -> str:
+    """How to name a CUDA device that exists."""
+    if count == 1:
+        return "use --device cuda:0 or cuda"
+    return f"use --device cuda:0 to cuda:{count - 1}, or cuda"
 
 
 def torch_device(device: Device | str) -> Any:
@@ -71,16 +111,21 @@ def torch_device(device: Device | str) -> Any:
     return torch.device(resolve_device(device))
 
 
+def is_cuda(device: str) -> bool:
+    """Whether a device name (``cuda``, ``cuda:N``; not ``auto``) is a CUDA device."""
+    return device == "cuda" or device.startswith("cuda:")
+
+
 def resolve_precision(precision: Precision | str, device: str) -> str:
-    """``bf16`` or ``fp32``: ``auto`` is bf16 on CUDA and fp32 on the CPU."""
+    """``bf16`` or ``fp32``: ``auto`` is bf16 on CUDA (``cuda``, ``cuda:N``), fp32 on the CPU."""
     if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        return "bf16" if is_cuda(device) else "fp32"
     return precision
 
 
 def resolve_batch_size(batch_size: int | None, device: str) -> int:
     """Tiles per model call: ``batch_size``, or 32 on CUDA and 4 on the CPU when None."""
-    return batch_size or (32 if device == "cuda" else 4)
+    return batch_size or (32 if is_cuda(device) else 4)
 
 
 def safe_load(

@@ -1,6 +1,6 @@
 """Seamless blending of overlapping tile predictions (pure: no I/O).
 
-Three pieces, all plain numpy:
+Three pieces:
 
 * **Weight windows.** A tile's class probabilities are weighted by a smooth window (Hann,
   quadratic spline, or flat ``mean``) that tapers over the overlap on the sides a tile shares
@@ -8,10 +8,10 @@ Three pieces, all plain numpy:
   is at least :data:`WEIGHT_FLOOR`, so the summed weight is positive wherever a tile covers a
   pixel, and normalising by it keeps a constant prediction constant up to the corners.
 * **Exact overlap-add.** Probabilities and weights are quantised to integers
-  (``P = rint(p * 65535)``, ``W = max(1, rint(w * 2**bits))``) and summed in ``int32``.
-  Integer sums do not depend on the order of addition, so a pixel's value is the same
-  whichever output block, worker or run adds its tiles. A constant ``P`` gives
-  ``sum(W * P) / sum(W) == P`` exactly.
+  (``P = rint(p * 65535)``, ``W = max(1, rint(w * 2**bits))``) and summed in ``int32``
+  (torch tensors, on the model's device): integer sums do not depend on the order of
+  addition, so a pixel's value is the same whichever block, worker, device or run adds its
+  tiles. A constant ``P`` gives ``sum(W * P) / sum(W) == P`` exactly.
 * **The block plan.** A scene is processed in output blocks, but over ONE global tile plan
   (:func:`geoseg.grid.axis_starts`). Block boundaries are placed at tile starts, every tile
   is *owned* (computed) by exactly one block, the one its origin lies in, and no tile is
@@ -19,9 +19,7 @@ Three pieces, all plain numpy:
   spill into a strip along its top and left edges (the *seam*). The engine accumulates a
   block's own tiles, hands the spilled sums (*pieces*) to the blocks they land in, and
   completes a seam once all of its contributors are done.
-
-Memory per block is ``(classes + 1) * 4`` bytes per pixel of the block plus its spill, and
-never depends on the scene size.
+Memory per block: ``(classes + 1) * 4`` bytes per pixel of the block plus its spill.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +36,9 @@ import numpy.typing as npt
 from geoseg.grid import axis_starts
 from geoseg.options import BlendKind
 from geoseg.schema import IGNORE
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PROB_SCALE",
@@ -218,69 +220,85 @@ def quantize_probs(probs: npt.NDArray[np.floating]) -> npt.NDArray[np.uint16]:
     return np.rint(p * np.float32(PROB_SCALE)).astype(np.uint16)
 
 
-# -- accumulation -------------------------------------------------------------------------
+# -- accumulation ----------------------------------------------------------------------------
+
+
+def _tensor(a: npt.ArrayLike | torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    import torch
+
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t if dtype is None else t.to(dtype)
 
 
 class Accumulator:
     """Exact overlap-add of weighted class probabilities over a rectangle of the scene.
 
-    ``sums[:C]`` holds ``sum(W * P)`` per class and ``sums[C]`` holds ``sum(W)``.
+    ``sums[:C]`` holds ``sum(W * P)`` per class and ``sums[C]`` holds ``sum(W)``: an int32
+    tensor on ``device`` (where the model runs; the same arithmetic on any device).
 
     Args:
         rect: The scene rectangle covered.
         num_classes: Number of classes C.
+        device: Torch device of the sums.
     """
 
-    def __init__(self, rect: Rect, num_classes: int) -> None:
+    def __init__(self, rect: Rect, num_classes: int, *, device: str | torch.device = "cpu") -> None:
+        import torch
+
         self.rect = rect
         self.num_classes = num_classes
-        self.sums = np.zeros((num_classes + 1, rect.height, rect.width), dtype=np.int32)
+        self.sums = torch.zeros(
+            (num_classes + 1, rect.height, rect.width), dtype=torch.int32, device=device
+        )
 
     def add(
         self,
-        probs_q: npt.NDArray[np.uint16],
-        weights_q: npt.NDArray[np.int32],
+        probs_q: npt.NDArray[np.integer] | torch.Tensor,
+        weights_q: npt.NDArray[np.int32] | torch.Tensor,
         tile: Rect,
     ) -> None:
         """Add one tile: quantised probabilities (C, h, w) and integer weights (h, w).
 
         The parts of ``tile`` outside the accumulator's rectangle are ignored.
         """
+        import torch
+
         part = tile.intersect(self.rect)
         if part.empty:
             return
         src = part.slices(tile)
         dst = part.slices(self.rect)
-        w = weights_q[src]
+        w = _tensor(weights_q, torch.int32)[src]
         target = self.sums[(slice(None), *dst)]
-        target[:-1] += probs_q[(slice(None), *src)] * w
-        target[-1] += w
+        target[:-1].addcmul_(_tensor(probs_q, torch.int32)[(slice(None), *src)], w)
+        target[-1].add_(w)
 
-    def add_sums(self, sums: npt.NDArray[np.int32], rect: Rect) -> None:
+    def add_sums(self, sums: npt.NDArray[np.int32] | torch.Tensor, rect: Rect) -> None:
         """Add integer sums (C + 1, h, w) that cover ``rect`` (clipped to this accumulator)."""
         part = rect.intersect(self.rect)
         if part.empty:
             return
-        self.sums[(slice(None), *part.slices(self.rect))] += sums[(slice(None), *part.slices(rect))]
+        src = _tensor(sums).to(self.sums.device)[(slice(None), *part.slices(rect))]
+        self.sums[(slice(None), *part.slices(self.rect))].add_(src)
 
-    def take(self, rect: Rect) -> npt.NDArray[np.int32]:
+    def take(self, rect: Rect) -> torch.Tensor:
         """A copy of the sums over ``rect`` (which must lie inside the accumulator)."""
         part = rect.intersect(self.rect)
         if part != rect:
             raise ValueError(f"{rect} is not inside the accumulator {self.rect}")
-        return self.sums[(slice(None), *rect.slices(self.rect))].copy()
+        return self.sums[(slice(None), *rect.slices(self.rect))].clone()
 
 
 def decode(
-    sums: npt.NDArray[np.int32],
-    valid: npt.NDArray[np.bool_],
+    sums: npt.NDArray[np.int32] | torch.Tensor,
+    valid: npt.NDArray[np.bool_] | torch.Tensor,
     *,
     probabilities: bool = False,
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
-    """Blended sums to classes (and optionally uint8 probabilities).
+) -> tuple[Any, Any]:
+    """Blended sums to classes (and optionally uint8 probabilities), where the sums are.
 
     Args:
-        sums: (C + 1, h, w) integer sums from an :class:`Accumulator`.
+        sums: (C + 1, h, w) integer sums from an :class:`Accumulator` (numpy or torch).
         valid: (h, w) validity of the input pixels.
         probabilities: Also return per-class probabilities scaled to 0..255.
 
@@ -288,28 +306,39 @@ def decode(
         ``classes`` (h, w) uint8: the argmax of the blended probabilities (ties to the
         lower index), :data:`~geoseg.schema.IGNORE` where the input is invalid or no tile
         covered the pixel; ``probs`` (C, h, w) uint8 ``round(255 * p)``, 0 where invalid
-        (None unless asked for). Pure integer arithmetic: the same sums always decode to
-        the same bytes.
+        (None unless asked for); numpy for numpy sums, else tensors on the sums' device.
+        Integer arithmetic: the same sums decode to the same bytes on any device.
     """
-    c = sums.shape[0] - 1
-    h, w = sums.shape[1:]
-    classes = np.empty((h, w), dtype=np.uint8)
-    probs = np.empty((c, h, w), dtype=np.uint8) if probabilities else None
+    import torch
+
+    s_all = _tensor(sums)
+    v_all = _tensor(valid).to(s_all.device, torch.bool)
+    c = s_all.shape[0] - 1
+    h, w = s_all.shape[1:]
+    classes = torch.empty((h, w), dtype=torch.uint8, device=s_all.device)
+    probs = (
+        torch.empty((c, h, w), dtype=torch.uint8, device=s_all.device) if probabilities else None
+    )
     for r0 in range(0, h, _DECODE_ROWS):
         r1 = min(h, r0 + _DECODE_ROWS)
-        s = sums[:, r0:r1]
-        wsum = s[c].astype(np.int64)
-        ok = valid[r0:r1] & (wsum > 0)
-        cls = np.argmax(s[:c], axis=0).astype(np.uint8)
-        cls[~ok] = IGNORE
-        classes[r0:r1] = cls
+        s = s_all[:, r0:r1]
+        wsum = s[c].to(torch.int64)
+        bad = ~(v_all[r0:r1] & (wsum > 0))
+        # argmax as running comparisons (ties to the lower index): fast on the CPU too
+        best = s[0].clone()
+        cls = torch.zeros_like(best, dtype=torch.uint8)
+        for k in range(1, c):
+            more = s[k] > best
+            best = torch.maximum(best, s[k])
+            cls.masked_fill_(more, k)
+        classes[r0:r1] = cls.masked_fill_(bad, IGNORE)
         if probs is not None:
-            den = np.maximum(wsum, 1) * PROB_SCALE
+            den = wsum.clamp_min(1) * PROB_SCALE
             # round(255 * S / den) in integers: floor((2 * 255 * S + den) / (2 * den))
-            q = (s[:c].astype(np.int64) * 510 + den) // (2 * den)
-            q = np.clip(q, 0, 255).astype(np.uint8)
-            q[:, ~ok] = 0
-            probs[:, r0:r1] = q
+            q = torch.div(s[:c].to(torch.int64) * 510 + den, 2 * den, rounding_mode="floor")
+            probs[:, r0:r1] = q.clamp_(0, 255).to(torch.uint8).masked_fill_(bad, 0)
+    if isinstance(sums, np.ndarray):
+        return classes.numpy(), None if probs is None else probs.numpy()
     return classes, probs
 
 
@@ -554,15 +583,9 @@ def seam_sums(
     block: tuple[int, int],
     pieces: Sequence[tuple[Rect, npt.NDArray[np.int32]]],
 ) -> list[tuple[Rect, npt.NDArray[np.int32]]]:
-    """Complete a block's seam: add every contributor's piece (its own included).
+    """Complete ``block``'s seam from ``(rect, sums)`` of every contributor (itself included).
 
-    Args:
-        plan: The scene plan.
-        block: The block whose seam is completed.
-        pieces: ``(rect, sums)`` from each contributor, the block's own seam sums included.
-
-    Returns:
-        ``(rect, sums)`` for each rectangle of :meth:`BlockPlan.seam_rects`.
+    Returns ``(rect, sums)`` (numpy) for each rectangle of :meth:`BlockPlan.seam_rects`.
     """
     num = pieces[0][1].shape[0] - 1 if pieces else 0
     out = []
@@ -570,5 +593,5 @@ def seam_sums(
         acc = Accumulator(rect, num)
         for prect, psums in pieces:
             acc.add_sums(psums, prect)
-        out.append((rect, acc.sums))
+        out.append((rect, acc.sums.numpy()))
     return out

@@ -4,6 +4,10 @@ Every loss takes logits (N, C, H, W) and integer targets (N, H, W); pixels whose
 the ignore index (255, :data:`geoseg.schema.IGNORE`) contribute nothing, neither to the value
 nor to the gradient. A batch whose pixels are all ignored gives a loss of 0.
 
+No loss makes the host wait for the device: ignored pixels and absent classes are masked
+out (``torch.where``, sums over clamped counts), never selected, so no shape depends on the
+data and no branch on a tensor's value.
+
 Spec strings name one term or a weighted sum: ``ce``, ``dice``, ``ce+dice``,
 ``ce*0.5+dice``, ``0.3*lovasz+focal``. Terms:
 
@@ -94,11 +98,6 @@ class _PixelLoss(nn.Module):
         valid = target != self.ignore_index
         return target, valid, torch.where(valid, target, 0)
 
-    @staticmethod
-    def _zero(logits: torch.Tensor) -> torch.Tensor:
-        """A zero loss that is still connected to the graph."""
-        return logits.sum() * 0.0
-
 
 class CrossEntropyLoss(_PixelLoss):
     """Cross-entropy, optionally class-weighted, ignoring ``ignore_index``.
@@ -155,10 +154,8 @@ class FocalLoss(_PixelLoss):
         _, valid, safe = self._prepare(logits, target)
         logpt = F.log_softmax(logits, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
         focal = -((1.0 - logpt.exp()).clamp_min(0.0) ** self.gamma) * logpt
-        n = valid.sum()
-        if n == 0:
-            return self._zero(logits)
-        return torch.where(valid, focal, 0.0).sum() / n
+        # all pixels ignored: 0 / 1, with no branch on the device's count
+        return torch.where(valid, focal, 0.0).sum() / valid.sum().clamp_min(1)
 
 
 class DiceLoss(_PixelLoss):
@@ -183,12 +180,11 @@ class DiceLoss(_PixelLoss):
         dims = (0, 2, 3)
         count = onehot.sum(dims)
         present = count > 0
-        if not bool(present.any()):
-            return self._zero(logits)
         inter = (probs * onehot).sum(dims)
         card = probs.sum(dims) + count
         dice = 2.0 * inter / card.clamp_min(torch.finfo(probs.dtype).tiny)
-        return 1.0 - dice[present].mean()
+        # 1 - the mean over the present classes; 0 when none is (every pixel ignored)
+        return torch.where(present.any(), 1.0 - _masked_mean(dice, present), 0.0)
 
 
 class LovaszSoftmaxLoss(_PixelLoss):
@@ -206,30 +202,44 @@ class LovaszSoftmaxLoss(_PixelLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss, a scalar."""
         _, valid, safe = self._prepare(logits, target)
-        probs = logits.softmax(dim=1).permute(0, 2, 3, 1)[valid]  # (P, C)
-        labels = safe[valid]
-        losses = []
-        for c in range(self.num_classes):
-            fg = (labels == c).to(probs.dtype)
-            if not bool(fg.any()):
-                continue
-            errors = (fg - probs[:, c]).abs()
-            errors_sorted, order = torch.sort(errors, descending=True)
-            losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
-        if not losses:
-            return self._zero(logits)
-        return torch.stack(losses).mean()
+        c = self.num_classes
+        # Every pixel, not just the valid ones (no data-dependent shape): an ignored pixel has
+        # error 0 and is no class's foreground, so it sorts after every positive error and
+        # changes neither the value nor the gradient. (C, M) with M the batch's pixels.
+        probs = logits.softmax(dim=1).permute(1, 0, 2, 3).reshape(c, -1)
+        fg = (safe.reshape(1, -1) == torch.arange(c, device=safe.device).unsqueeze(1)) & (
+            valid.reshape(1, -1)
+        )
+        fg = fg.to(probs.dtype)
+        errors = torch.where(valid.reshape(1, -1), (fg - probs).abs(), 0.0)
+        # Not stable: exact ties of positive errors (frequent with upsampled logits) are broken
+        # as torch.sort breaks them; the value does not depend on their order, the
+        # subgradient does.
+        errors_sorted, order = torch.sort(errors, dim=1, descending=True)
+        per_class = (errors_sorted * _lovasz_grad(fg.gather(1, order))).sum(dim=1)
+        return _masked_mean(per_class, fg.sum(dim=1) > 0)
 
 
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors."""
-    gts = gt_sorted.sum()
-    intersection = gts - gt_sorted.cumsum(0)
-    union = gts + (1.0 - gt_sorted).cumsum(0)
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors, per row.
+
+    ``gt_sorted`` is (C, M), each row a class's foreground indicator in the order of its
+    decreasing errors. The union is >= 1 at every position (a row without foreground counts
+    its position + 1), so there is no division by zero.
+    """
+    gts = gt_sorted.sum(dim=1, keepdim=True)
+    intersection = gts - gt_sorted.cumsum(1)
+    union = gts + (1.0 - gt_sorted).cumsum(1)
     jaccard = 1.0 - intersection / union
-    if gt_sorted.numel() > 1:
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-    return jaccard
+    return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+
+
+def _masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` where ``keep``, 0 where nothing is kept; no host sync.
+
+    The gradient of the values not kept is exactly 0, even where they are not finite.
+    """
+    return torch.where(keep, values, 0.0).sum() / keep.sum().clamp_min(1)
 
 
 class CombinedLoss(nn.Module):

@@ -20,6 +20,7 @@ The one overlap rule lives here too: a tile size ``t`` takes a default overlap o
 from __future__ import annotations
 
 import math
+import re
 import types
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +29,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from geoseg.errors import ConfigError
 
 __all__ = [
+    "DEVICE_PATTERN",
+    "DEVICE_VALUES",
     "TTA",
     "BlendKind",
     "ChipCompression",
@@ -40,6 +43,7 @@ __all__ = [
     "TileOptions",
     "VectorFormat",
     "VectorizeOptions",
+    "check_device",
     "check_overlap",
     "choices_of",
     "default_overlap",
@@ -51,13 +55,38 @@ __all__ = [
     "validate_record",
 ]
 
-Device = Literal["auto", "cpu", "cuda"]
+Device = str
+"""A device option: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (checked against
+:data:`DEVICE_PATTERN`, not a ``Literal``: the GPU index is open-ended)."""
 Precision = Literal["auto", "bf16", "fp32"]
 TTA = Literal["none", "flip", "d4"]
 BlendKind = Literal["hann", "spline", "mean"]
 ChipCompression = Literal["deflate", "zstd", "lzw", "none"]
 VectorFormat = Literal["gpkg", "parquet"]
 PotsdamLabels = Literal["all", "noBoundary", "none"]
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+"""What a device option accepts: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N a GPU index).
+
+The JSON Schema ``pattern`` of the job files; Python matches it with ``re.fullmatch``."""
+DEVICE_VALUES = ("auto", "cpu", "cuda", "cuda:N")
+"""The forms of a device option, for messages and ``--help``."""
+_DEVICE_RE = re.compile(DEVICE_PATTERN)
+
+
+def check_device(device: object, *, what: str = "device") -> str:
+    """``device`` when it is a device option (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    Args:
+        device: The value given.
+        what: Its name, for the message.
+
+    Raises:
+        ConfigError: Anything else; the message lists the accepted forms.
+    """
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise ConfigError(f"{what}={device!r}: use one of {', '.join(DEVICE_VALUES)}")
+    return device
 
 
 def default_workers() -> int:
@@ -78,6 +107,9 @@ class OptionSpec:
         help: One-line help, shown by ``--help`` and in the JSON Schema.
         minimum: Smallest allowed value (numbers).
         maximum: Largest allowed value (numbers).
+        pattern: Regular expression a text value must match (anchored; also the JSON
+            Schema ``pattern``): a text option with open-ended values, such as a device.
+        values: The forms a ``pattern`` option takes, for messages and ``--help``.
         flags: CLI spellings; default ``--field-name``.
         key: Job-file key; default the field name. None with ``job=False``.
         aliases: Other accepted job-file keys.
@@ -90,6 +122,8 @@ class OptionSpec:
     help: str
     minimum: float | None = None
     maximum: float | None = None
+    pattern: str | None = None
+    values: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     key: str | None = None
     aliases: tuple[str, ...] = ()
@@ -105,6 +139,8 @@ def option(
     *,
     minimum: float | None = None,
     maximum: float | None = None,
+    pattern: str | None = None,
+    values: tuple[str, ...] = (),
     flags: tuple[str, ...] = (),
     key: str | None = None,
     aliases: tuple[str, ...] = (),
@@ -122,6 +158,8 @@ def option(
         help=help,
         minimum=minimum,
         maximum=maximum,
+        pattern=pattern,
+        values=values,
         flags=flags,
         key=key,
         aliases=aliases,
@@ -180,8 +218,9 @@ def validate_record(record: Any, *, prefix: str = "") -> None:
     """Check every option of ``record`` against its declaration.
 
     Raises:
-        ConfigError: A value is outside its choices, below its minimum, above its maximum,
-            or not finite; the message names the option and the allowed values.
+        ConfigError: A value is outside its choices, does not match its pattern, is below
+            its minimum, above its maximum, or not finite; the message names the option and
+            the allowed values.
     """
     for f, spec, tp in option_fields(type(record)):
         value = getattr(record, f.name)
@@ -191,6 +230,12 @@ def validate_record(record: Any, *, prefix: str = "") -> None:
         allowed = choices_of(tp)
         if allowed is not None and value not in allowed:
             raise ConfigError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        if spec.pattern is not None and not (
+            isinstance(value, str) and re.fullmatch(spec.pattern, value)
+        ):
+            forms = ", ".join(spec.values)
+            fix = f"use one of {forms}" if forms else f"must match {spec.pattern}"
+            raise ConfigError(f"{name}={value!r}: {fix}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if isinstance(value, float) and not math.isfinite(value):
@@ -283,14 +328,21 @@ class PredictOptions:
         overlap: Pixels shared by neighbouring tiles (blended); None means a quarter of
             the tile size.
         batch_size: Tiles per model call; None means 32 on CUDA, 4 on the CPU.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` (the current GPU) or
+            ``cuda:N`` (GPU ``N``). On a Dask cluster, ``cuda`` and ``auto`` spread the
+            workers of each machine over its GPUs and ``cuda:N`` puts every worker on its
+            GPU ``N``.
         precision: ``auto`` (bf16 on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
+        compile: ``torch.compile`` the model before predicting (CUDA); the warm-up is
+            timed and reported; where unsupported, a warning and the eager model.
         tta: Test-time augmentation: ``none``, ``flip`` (4 flips) or ``d4`` (8 dihedral).
         probabilities: Also write ``{scene}_probs.tif``.
         blend: Weight window: ``hann``, ``spline`` or ``mean``.
         block_size: Output block edge in pixels (rounded to whole tile strides); bounds
             memory, never changes the result.
         workers: Threads of the local scheduler (ignored with a Dask client).
+        allow_mixed_devices: Let a Dask cluster of CPU and GPU workers predict one run
+            with ``device=auto`` (their outputs differ slightly); else refused.
         overwrite: Replace existing outputs.
         creation_options: Extra GDAL COG creation options ``(KEY, VALUE)``.
     """
@@ -312,8 +364,18 @@ class PredictOptions:
     batch_size: int | None = option(
         None, "Tiles per model call.", minimum=1, show_default="32 on cuda, 4 on cpu"
     )
-    device: Device = option("auto", "Compute device; auto picks cuda when available.")
+    device: Device = option(
+        "auto",
+        "Compute device; auto picks cuda when available, cuda:N picks GPU N.",
+        pattern=DEVICE_PATTERN,
+        values=DEVICE_VALUES,
+    )
     precision: Precision = option("auto", "Model precision; auto is bf16 on cuda, fp32 on cpu.")
+    compile: bool = option(
+        False,
+        "torch.compile the model before predicting (CUDA; the warm-up is timed and reported; "
+        "falls back with a warning where unsupported).",
+    )
     tta: TTA = option("none", "Test-time augmentation: 4 flips or 8 dihedral transforms, averaged.")
     probabilities: bool = option(False, "Also write per-class probabilities (uint8).")
     blend: BlendKind = option("hann", "Weight window for blending overlapping tiles.")
@@ -326,6 +388,10 @@ class PredictOptions:
         minimum=1,
         show_default="min(8, CPU count)",
         job=False,
+    )
+    allow_mixed_devices: bool = option(
+        False,
+        "Let a Dask cluster mix CPU and GPU workers in one scene (their outputs differ slightly).",
     )
     overwrite: bool = option(False, "Replace existing outputs.", job=False)
     creation_options: tuple[tuple[str, str], ...] = option(

@@ -61,14 +61,14 @@ def blend_like_the_engine(
             acc.add(quantize_probs(probs_for(t)), wq, t)
             computed += 1
         br = plan.block_rect(b)
-        out[(slice(None), *br.slices(Rect(0, 0, h, w)))] = acc.sums[
+        out[(slice(None), *br.slices(Rect(0, 0, h, w)))] = acc.sums.numpy()[
             (slice(None), *br.slices(acc.rect))
         ]
-        pieces[b].extend((r, acc.take(r)) for r in plan.seam_rects(b))
+        pieces[b].extend((r, acc.take(r).numpy()) for r in plan.seam_rects(b))
         for d in plan.dependents(b):
             r = plan.piece_rect(b, d)
             if not r.empty:
-                pieces[d].append((r, acc.take(r)))
+                pieces[d].append((r, acc.take(r).numpy()))
     for b in plan.blocks:
         for rect, sums in seam_sums(plan, b, pieces[b]):
             out[(slice(None), *rect.slices(Rect(0, 0, h, w)))] = sums
@@ -97,7 +97,7 @@ def blend_in_one_piece(
                 bits,
             )
             acc.add(quantize_probs(probs_for(t)), wq, t)
-    return acc.sums.astype(np.int64)
+    return acc.sums.numpy().astype(np.int64)
 
 
 # -- windows --------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import pytest
 
-from geoseg._dask import dask_client
+from geoseg._dask import WorkerProbe, assign_devices, dask_client, probe_workers
 from geoseg.errors import InputError
 
 
@@ -51,3 +52,32 @@ def test_unreachable_scheduler_is_a_clean_input_error() -> None:
         dask_client(f"tcp://127.0.0.1:{port}", workers=1, timeout=1),
     ):
         pass
+
+
+def test_probe_workers_asks_every_worker_what_it_sees() -> None:
+    import torch
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # never port 8787
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        probes = probe_workers(client)
+        addresses = set(client.scheduler_info()["workers"])
+    assert len(probes) == 2 and {p.address for p in probes} == addresses
+    assert probes[0].address != probes[1].address
+    for p in probes:  # in-process workers: they see what this process sees
+        assert isinstance(p, WorkerProbe)
+        assert p.host == socket.gethostname()
+        assert p.cuda_devices == torch.cuda.device_count()
+        assert p.visible == os.environ.get("CUDA_VISIBLE_DEVICES")
+        if not torch.cuda.is_available():
+            assert p.cuda_devices == 0
+    if not torch.cuda.is_available():
+        assert set(assign_devices(probes, "auto").values()) == {"cpu"}

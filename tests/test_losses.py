@@ -356,3 +356,140 @@ def test_every_term_trains_a_tiny_problem() -> None:
         pred = logits.argmax(1)
         valid = target != IGN
         assert (pred[valid] == target[valid]).all(), spec
+
+
+# --- no host synchronisation: the same values and gradients as the branching formulas -------
+
+
+def _ref_prepare(
+    target: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    target = target.long()
+    valid = target != ignore_index
+    return target, valid, torch.where(valid, target, 0)
+
+
+def ref_focal(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Focal loss as written before it was made sync-free (branch on the valid count)."""
+    _, valid, safe = _ref_prepare(target, ignore_index)
+    logpt = F.log_softmax(logits, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    focal = -((1.0 - logpt.exp()).clamp_min(0.0) ** 2.0) * logpt
+    n = valid.sum()
+    if n == 0:
+        return logits.sum() * 0.0
+    return torch.where(valid, focal, 0.0).sum() / n
+
+
+def ref_dice(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Dice as written before (branch on the present classes, boolean selection)."""
+    _, valid, safe = _ref_prepare(target, ignore_index)
+    v = valid.unsqueeze(1)
+    probs = torch.where(v, logits.softmax(dim=1), 0.0)
+    onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    onehot = torch.where(v, onehot, 0.0)
+    dims = (0, 2, 3)
+    count = onehot.sum(dims)
+    present = count > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    inter = (probs * onehot).sum(dims)
+    card = probs.sum(dims) + count
+    dice = 2.0 * inter / card.clamp_min(torch.finfo(probs.dtype).tiny)
+    return 1.0 - dice[present].mean()
+
+
+def _ref_lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if gt_sorted.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
+def ref_lovasz(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Lovasz-softmax as written before (valid pixels selected, one sort per present class)."""
+    _, valid, safe = _ref_prepare(target, ignore_index)
+    probs = logits.softmax(dim=1).permute(0, 2, 3, 1)[valid]
+    labels = safe[valid]
+    losses = []
+    for c in range(logits.shape[1]):
+        fg = (labels == c).to(probs.dtype)
+        if not bool(fg.any()):
+            continue
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, _ref_lovasz_grad(fg[order])))
+    if not losses:
+        return logits.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+REFERENCES = {"focal": ref_focal, "dice": ref_dice, "lovasz": ref_lovasz}
+
+
+def reference_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
+    """(name, logits, target, ignore_index): random batches and the edge cases."""
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for dtype in (torch.float64, torch.float32):
+        for i in range(3):
+            logits = 3 * torch.randn(2, 5, 7, 6, generator=g, dtype=dtype)
+            target = torch.randint(0, 5, (2, 7, 6), generator=g)
+            target[torch.rand(2, 7, 6, generator=g) < 0.3] = IGN
+            cases.append((f"random{i}-{dtype}", logits, target, IGN))
+        logits = 3 * torch.randn(2, 5, 7, 6, generator=g, dtype=dtype)
+        absent = torch.randint(0, 2, (2, 7, 6), generator=g) * 3  # classes 0 and 3 only
+        absent[0, 0] = IGN
+        cases.append((f"absent-classes-{dtype}", logits, absent, IGN))
+        cases.append((f"all-ignored-{dtype}", logits, torch.full((2, 7, 6), IGN), IGN))
+        one = torch.full((2, 7, 6), IGN)
+        one[1, 3, 2] = 4
+        cases.append((f"one-valid-pixel-{dtype}", logits, one, IGN))
+        nine = torch.where(absent == IGN, 9, absent)
+        cases.append((f"ignore-index-9-{dtype}", logits, nine, 9))
+        cases.append((f"uint8-{dtype}", logits, target.to(torch.uint8), IGN))
+        full = torch.where(target == IGN, 1, target)
+        cases.append((f"nothing-ignored-{dtype}", logits, full, IGN))
+    return cases
+
+
+CASES = reference_cases()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_sync_free_losses_equal_the_branching_formulas(
+    name: str, case: tuple[str, torch.Tensor, torch.Tensor, int]
+) -> None:
+    _, logits, target, ignore_index = case
+    loss_fn = build_loss(name, num_classes=5, ignore_index=ignore_index)
+    results = []
+    for fn in (loss_fn, lambda z, t: REFERENCES[name](z, t, ignore_index)):
+        z = logits.clone().requires_grad_(True)
+        value = fn(z, target)
+        value.backward()
+        assert z.grad is not None and torch.isfinite(z.grad).all()
+        results.append((value.detach(), z.grad))
+    (new, new_grad), (old, old_grad) = results
+    assert new.shape == () and new.dtype == logits.dtype
+    torch.testing.assert_close(new, old)
+    torch.testing.assert_close(new_grad, old_grad)
+    if not (target.long() != ignore_index).any():
+        assert new.item() == 0.0 and (new_grad == 0).all()
+
+
+@pytest.mark.parametrize("spec", [*LOSSES, "ce+dice", "0.5*lovasz+focal"])
+def test_no_loss_reads_a_value_on_the_host(
+    spec: str, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    from tests.train.sync_probe import host_reads
+
+    logits, target = batch
+    loss_fn = build_loss(spec, num_classes=4, class_weights=[1.0, 2.0, 0.5, 1.0])
+    for t in (target, torch.full_like(target, IGN)):
+        z = logits.clone().requires_grad_(True)
+        with host_reads() as calls:
+            loss_fn(z, t).backward()
+        assert calls == [], spec

@@ -155,3 +155,102 @@ def test_cli_overlap_rule(tmp_path):
     r = CliRunner().invoke(cli, ["tile", str(tmp_path), "--size", "64", "--overlap", "64"])
     assert r.exit_code == 2
     assert "must be smaller than the tile size (64)" in r.output
+
+
+def test_a_pattern_option_takes_the_texts_its_pattern_matches():
+    from dataclasses import dataclass
+
+    from geoseg.options import DEVICE_PATTERN, DEVICE_VALUES, check_device, option, validate_record
+
+    @dataclass(frozen=True)
+    class Record:
+        device: str = option("auto", "Device.", pattern=DEVICE_PATTERN, values=DEVICE_VALUES)
+        code: str = option("ab", "Code.", pattern=r"^[a-z]+$")
+
+    for good in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        validate_record(Record(device=good))
+        assert check_device(good) == good
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", "cuda:0\n", ""):
+        with pytest.raises(ConfigError, match=r"^device='.*': use one of auto, cpu, cuda, cuda:N$"):
+            validate_record(Record(device=bad))
+        with pytest.raises(ConfigError, match=r"^gpu: device=.*cuda:N$"):
+            check_device(bad, what="gpu: device")
+    with pytest.raises(ConfigError, match=r"^device=3: use one of"):
+        validate_record(Record(device=3))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^code='A1': must match \^\[a-z\]\+\$$"):
+        validate_record(Record(code="A1"))
+
+
+def test_the_device_option_takes_a_gpu_index():
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:7"):
+        assert PredictOptions(device=device).device == device
+    for bad in ("gpu", "cuda:x", "cuda:-1", "cuda:", "tpu:0"):
+        with pytest.raises(ConfigError, match=r"device=.*: use one of auto, cpu, cuda, cuda:N$"):
+            PredictOptions(device=bad)
+    from geoseg.train import TrainConfig  # training takes the same devices
+
+    assert TrainConfig(device="cuda:1").device == "cuda:1"
+    with pytest.raises(ConfigError, match=r"device='gpu': use one of auto, cpu, cuda, cuda:N$"):
+        TrainConfig(device="gpu")
+
+
+def test_compile_and_mixed_devices_are_off_unless_asked():
+    opts = PredictOptions()
+    assert opts.compile is False and opts.allow_mixed_devices is False
+    assert PredictOptions(compile=True, allow_mixed_devices=True).compile is True
+
+
+@pytest.mark.parametrize(
+    "name", ["predict", "train", "bench predict", "bench train", "bench quality"]
+)
+def test_every_device_flag_takes_a_gpu_index_and_refuses_others_in_one_line(name):
+    from click.testing import CliRunner
+
+    cmd: click.Command | None = cli
+    for part in name.split():
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.get_command(click.Context(cmd), part)
+    assert cmd is not None
+    (device,) = [p for p in cmd.params if p.name == "device"]
+    ctx = click.Context(cmd)
+    for good in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert device.type_cast_value(ctx, good) == good
+    help_text = CliRunner().invoke(cli, [*name.split(), "--help"], terminal_width=200).output
+    assert "--device [auto|cpu|cuda|cuda:N]" in help_text
+    for bad in ("cuda:x", "gpu"):
+        r = CliRunner().invoke(cli, [*name.split(), "--device", bad])
+        assert r.exit_code == 2, r.output
+        assert r.output.splitlines()[-1] == (
+            f"Error: Invalid value for '--device': '{bad}' is not one of auto, cpu, cuda, cuda:N"
+        )
+
+
+def test_predict_help_and_the_job_schema_show_compile_and_mixed_devices():
+    from click.testing import CliRunner
+
+    from geoseg.pipeline import job_json_schema
+
+    r = CliRunner().invoke(cli, ["predict", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "--compile " in r.output and "torch.compile the model" in r.output
+    assert "--allow-mixed-devices" in r.output and "mix CPU and GPU workers" in r.output
+    props = job_json_schema()["$defs"]["PredictSection"]["properties"]
+    assert props["compile"]["type"] == "boolean" and props["compile"]["default"] is False
+    assert props["allow_mixed_devices"]["default"] is False
+    assert props["device"]["pattern"] == "^(auto|cpu|cuda(:[0-9]+)?)$"
+
+
+def test_a_job_step_takes_a_gpu_index_and_names_a_bad_device_in_one_line():
+    from pydantic import ValidationError
+
+    from geoseg.pipeline._sections import PredictSection
+
+    section = PredictSection.model_validate({"device": "cuda:1", "compile": True})
+    opts = section.record(PredictOptions, workers=1, overwrite=False)
+    assert opts.device == "cuda:1" and opts.compile is True
+    for bad, said in (("gpu", "text 'gpu'"), (1, "int 1"), (None, "an empty value")):
+        with pytest.raises(ValidationError) as err:
+            PredictSection.model_validate({"device": bad})
+        (problem,) = err.value.errors()
+        assert problem["loc"] == ("device",)
+        assert problem["msg"] == f"{said} is not one of auto, cpu, cuda, cuda:N"

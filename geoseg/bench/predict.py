@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg._torch import resolve_batch_size, resolve_device, resolve_precision
+from geoseg._torch import is_cuda, resolve_batch_size, resolve_device, resolve_precision
 from geoseg.bench._memory import memory_line, peak_rss_mb
-from geoseg.bench.scene import IMAGE_BANDS, bench_checkpoint, bench_scene, tiny_model
+from geoseg.bench.host import GpuUtil, HostCost, host_cost
+from geoseg.bench.scene import BENCH_BANDS, IMAGE_BANDS, bench_checkpoint, bench_scene, tiny_model
 from geoseg.blend import plan_blocks
 from geoseg.errors import InputError
 from geoseg.options import Device, Precision, check_overlap, default_overlap
-from geoseg.predict import PredictModel, PredictOptions, iter_tile_rows, predict_scenes
+from geoseg.predict import PredictModel, PredictOptions, iter_raw_rows, predict_scenes
 from geoseg.raster import SceneSpec
 
 if TYPE_CHECKING:
@@ -74,6 +75,11 @@ class BenchReport:
         read_mpx_s: (b) reads through the prediction's reader path, scene Mpx/s.
         e2e_mpx_s: (c) end-to-end prediction, scene Mpx/s.
         ratio: ``e2e / min(model, read)``.
+        host: (d) what the host spends per scene Mpx with the 1x1 model on the same
+            image+DSM scene, beside the raw-read floor (:class:`HostCost`).
+        seams: The seam score of the end-to-end run (its sidecar's ``seam_score``).
+        gpu_util: Mean GPU utilisation (%) during the end-to-end run (CUDA with NVML),
+            else None.
         peak_rss_mb: Peak resident memory of this process (MiB).
         cuda_max_allocated_mb: Peak CUDA memory allocated by torch (MiB), None on the CPU.
         seconds: Wall time of each measurement.
@@ -92,9 +98,13 @@ class BenchReport:
     read_mpx_s: float
     e2e_mpx_s: float
     ratio: float
+    host: HostCost
+    seams: dict[str, float | int | None]
+    gpu_util: float | None
     peak_rss_mb: float
     cuda_max_allocated_mb: float | None
     seconds: dict[str, float]
+    compile: bool = False
 
     def summary(self) -> list[str]:
         """Human-readable lines (the CLI prints them)."""
@@ -105,7 +115,13 @@ class BenchReport:
             f"({self.model_tile_mpx_s:.2f} Mpx/s of tile pixels)",
             f"(b) reads      : {self.read_mpx_s:9.2f} Mpx/s",
             f"(c) end-to-end : {self.e2e_mpx_s:9.2f} Mpx/s",
-            f"e2e / min(a, b) = {self.ratio:.2f}",
+            f"e2e / min(a, b) = {self.ratio:.2f}"
+            + ("" if self.gpu_util is None else f", GPU utilisation {self.gpu_util:.0f} %")
+            + (f", compile warm-up {self.seconds.get('warmup', 0.0):.1f}s" if self.compile else ""),
+            *self.host.summary(),
+            "seam score     : border/interior class disagreement = "
+            f"{self.seams.get('ratio')} ({self.seams.get('border_disagreement')} vs "
+            f"{self.seams.get('interior_disagreement')})",
             memory_line(self.peak_rss_mb, self.cuda_max_allocated_mb),
         ]
 
@@ -192,10 +208,8 @@ def _read_throughput(
 
     def read_block(b: tuple[int, int]) -> int:
         n = 0
-        for _strip, data, _valid, _s in iter_tile_rows(
-            spec, plan.tile_rows(b), bands=model.bands, mean=model.mean, std=model.std
-        ):
-            n += data.shape[1] * data.shape[2]
+        for _strip, raw, _s in iter_raw_rows(spec, plan.tile_rows(b), bands=model.bands):
+            n += raw.valid.size
         return n
 
     t0 = time.perf_counter()
@@ -218,6 +232,7 @@ def bench_predict(
     block_size: int = 2048,
     workers: int = 2,
     min_model_seconds: float = 3.0,
+    compile: bool = False,
 ) -> BenchReport:
     """Benchmark model, reads and end-to-end prediction on a synthetic scene.
 
@@ -236,6 +251,7 @@ def bench_predict(
         block_size: Output block size.
         workers: Threads of the local scheduler and of the read benchmark.
         min_model_seconds: Minimum duration of the model-only measurement.
+        compile: ``torch.compile`` the model in (c) (CUDA; its warm-up is reported).
 
     Returns:
         The measurements.
@@ -255,14 +271,13 @@ def bench_predict(
     seconds: dict[str, float] = {}
     try:
         t0 = time.perf_counter()
+        spec = bench_scene(root, size, dsm=True)  # image + DSM: the model reads the nDSM
         if model == "tiny":
-            pm = tiny_model()
-            spec = bench_scene(root, size, dsm=False)
+            pm = tiny_model(BENCH_BANDS)
             model_arg: str | PredictModel = pm
         else:
             ckpt = bench_checkpoint(root, model, tile_size)
             pm = PredictModel.from_checkpoint(ckpt)
-            spec = bench_scene(root, size, dsm=True)
             model_arg = str(ckpt)
         seconds["setup"] = time.perf_counter() - t0
         with spec.open() as scene:
@@ -281,14 +296,15 @@ def bench_predict(
         read_mpx, seconds["read"] = _read_throughput(
             spec, pm, tile=tile_size, overlap=overlap, block=block_size, workers=workers
         )
-        if dev == "cuda":
+        if is_cuda(dev):
             import torch
 
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(dev)
         out = Path(tempfile.mkdtemp(prefix="e2e-", dir=root))
+        util = GpuUtil(dev)
         try:
             t0 = time.perf_counter()
-            predict_scenes(
+            (rep,) = predict_scenes(
                 [spec],
                 model_arg,
                 out,
@@ -300,18 +316,26 @@ def bench_predict(
                     precision=prec,  # type: ignore[arg-type]
                     block_size=block_size,
                     workers=workers,
+                    compile=compile,
                 ),
             )
             seconds["e2e"] = time.perf_counter() - t0
+            side = json.loads(rep.sidecar.read_text())
+            seconds["warmup"] = float(side["resolved"]["compile_warmup_s"])
         finally:
+            gpu_util = util.stop()
             shutil.rmtree(out, ignore_errors=True)
+        host = host_cost(
+            spec, root, device=dev, workers=workers, tile_size=tile_size, overlap=overlap
+        )
+        seconds["host"] = host.seconds
         e2e = shape[0] * shape[1] / seconds["e2e"] / 1e6
         model_mpx = tile_mpx / factor
         cuda_mb = None
-        if dev == "cuda":
+        if is_cuda(dev):
             import torch
 
-            cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+            cuda_mb = torch.cuda.max_memory_allocated(dev) / 2**20
         return BenchReport(
             size=size,
             model=model,
@@ -326,6 +350,10 @@ def bench_predict(
             read_mpx_s=read_mpx,
             e2e_mpx_s=e2e,
             ratio=e2e / min(model_mpx, read_mpx),
+            host=host,
+            seams=side["seam_score"],
+            gpu_util=gpu_util,
+            compile=compile,
             peak_rss_mb=peak_rss_mb(),
             cuda_max_allocated_mb=cuda_mb,
             seconds={k: round(v, 3) for k, v in seconds.items()},

@@ -33,6 +33,7 @@ __all__ = [
     "IMAGE_BANDS",
     "bench_checkpoint",
     "bench_scene",
+    "rule_model",
     "tiny_model",
 ]
 
@@ -45,6 +46,8 @@ BENCH_BANDS = ("red", "green", "blue", "nir", "ndsm")
 IMAGE_BANDS = ("red", "green", "blue", "nir")
 """Bands of the bench scene's image (and of :func:`tiny_model`)."""
 _STRIP = 512
+_BENCH_MEAN = (100.0, 100.0, 100.0, 120.0, 3.0)  # normalisation of the bench models' bands
+_BENCH_STD = (50.0, 50.0, 50.0, 50.0, 5.0)
 
 
 # -- synthetic scene -------------------------------------------------------------------------
@@ -176,6 +179,45 @@ def tiny_model(bands: tuple[str, ...] = IMAGE_BANDS, *, seed: int = 0) -> Predic
     )
 
 
+def rule_model() -> PredictModel:
+    """A 1x1 convolution with hand-set weights over :data:`BENCH_BANDS` (costs no compute).
+
+    Height makes buildings and trees, near-infrared makes vegetation, the rest is
+    impervious: on the bench scene it draws a land-cover map with the structure of a
+    trained model's (objects, not per-pixel noise), so that what the host spends writing it
+    is what a real prediction costs. Random 1x1 weights would draw noise, which compresses
+    several times slower than any real map.
+    """
+    import torch
+
+    # logits = W @ normalised (red, green, blue, nir, ndsm) + b, per class of POTSDAM
+    w = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, -2.0, -1.0],  # impervious surfaces
+            [1.0, 0.0, 0.0, -1.0, 3.0],  # building
+            [0.0, 0.0, 0.0, 2.0, -2.0],  # low vegetation
+            [0.0, 0.5, 0.0, 2.0, 1.0],  # tree
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # car
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # clutter
+        ]
+    )
+    module = torch.nn.Conv2d(len(BENCH_BANDS), POTSDAM.num_classes, kernel_size=1)
+    with torch.no_grad():
+        module.weight.copy_(w[:, :, None, None])
+        assert module.bias is not None
+        module.bias.copy_(torch.tensor([0.0, -1.0, 0.0, -1.0, -6.0, -6.0]))
+    return PredictModel(
+        module=module,
+        bands=BENCH_BANDS,
+        mean=_BENCH_MEAN,
+        std=_BENCH_STD,
+        schema=POTSDAM,
+        tile_size=512,
+        gsd=BENCH_GSD,
+        name="rules",
+    )
+
+
 def bench_checkpoint(cache: Path, name: str, tile_size: int) -> Path:
     """An untrained checkpoint of architecture ``name`` with :data:`BENCH_BANDS` (cached)."""
     from geoseg.checkpoint import Checkpoint, save_checkpoint
@@ -186,8 +228,8 @@ def bench_checkpoint(cache: Path, name: str, tile_size: int) -> Path:
     ckpt = Checkpoint.untrained(
         name,
         bands=BENCH_BANDS,
-        mean=(100.0, 100.0, 100.0, 120.0, 3.0),
-        std=(50.0, 50.0, 50.0, 50.0, 5.0),
+        mean=_BENCH_MEAN,
+        std=_BENCH_STD,
         schema=POTSDAM,
         tile_size=tile_size,
         gsd=BENCH_GSD,

@@ -149,7 +149,7 @@ def bench_train(
             chips, batch_size=bs, workers=workers, cuda=dev.type == "cuda"
         )
         if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(dev)
         out = Path(tempfile.mkdtemp(prefix="train-", dir=root))
         try:
             t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def bench_train(
         e2e = float(last["chips_per_s"])
         cuda_mb = None
         if dev.type == "cuda":
-            cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+            cuda_mb = torch.cuda.max_memory_allocated(dev) / 2**20
         return TrainBenchReport(
             model=model,
             device=dev.type,
@@ -245,7 +245,7 @@ def _train_step_throughput(
 
     from geoseg.losses import build_loss
     from geoseg.models import build_model, model_spec
-    from geoseg.train import train_step
+    from geoseg.train import adamw_fused, train_step
 
     spec = model_spec(name, in_channels=len(BENCH_BANDS), num_classes=POTSDAM.num_classes)
     torch.manual_seed(0)
@@ -257,19 +257,25 @@ def _train_step_throughput(
         x = x.contiguous(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     loss_fn = build_loss("ce+dice", num_classes=POTSDAM.num_classes).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    params = list(net.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=adamw_fused(dev, params))  # as train does
     net.train()
 
     def step() -> None:
-        train_step(net, x, y, loss_fn=loss_fn, opt=opt, device=dev).item()  # synchronises
+        train_step(net, x, y, loss_fn=loss_fn, opt=opt, device=dev)  # no sync: as train does
 
     step()
     step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     n, t0 = 0, time.perf_counter()
     while True:
-        step()
-        n += 1
-        if time.perf_counter() - t0 >= min_seconds and n >= 3:
+        for _ in range(5):  # steps queue up on the device; the timer waits once per five
+            step()
+        n += 5
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if time.perf_counter() - t0 >= min_seconds and n >= 5:
             break
     dt = time.perf_counter() - t0
     return n * batch_size / dt, dt

@@ -14,11 +14,12 @@ from geoseg.cli.options import (
     batch_size_opt,
     check_overlap,
     device_opt,
+    device_type,
     precision_opt,
     record_option,
     workers_opt,
 )
-from geoseg.options import Device, PredictOptions, VectorizeOptions, choices_of
+from geoseg.options import PredictOptions, VectorizeOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -352,7 +353,7 @@ def bench_train_cmd(
 )
 @click.option(
     "--device",
-    type=click.Choice(choices_of(Device) or ()),
+    type=device_type(),
     default="cpu",
     show_default=True,
     help="Training and test device (give --epochs off the CPU: the budget planning times "

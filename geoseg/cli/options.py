@@ -7,6 +7,7 @@ that a bad value is a one-line usage error (exit 2) naming the option.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ __all__ = [
     "CreationOption",
     "Fraction",
     "Number",
+    "Pattern",
     "PositiveInt",
     "bands_opt",
     "batch_size_opt",
@@ -23,6 +25,7 @@ __all__ = [
     "check_schema",
     "co_opt",
     "device_opt",
+    "device_type",
     "min_valid_opt",
     "overlap_opt",
     "overwrite_opt",
@@ -101,6 +104,37 @@ class Number(click.ParamType):
             op = ">" if self.exclusive else ">="
             self.fail(f"{v} must be a finite number {op} {self.minimum:g}", param, ctx)
         return v
+
+
+class Pattern(click.ParamType):
+    """Text that matches a regular expression, such as a device (``cuda:1``).
+
+    ``--help`` shows ``values``, the forms the text takes (``[auto|cpu|cuda|cuda:N]``).
+    """
+
+    name = "text"
+
+    def __init__(self, pattern: str, values: tuple[str, ...] = ()) -> None:
+        self.pattern = pattern
+        self.values = values
+
+    def get_metavar(  # ctx: click >= 8.2 passes it, 8.1 does not
+        self, param: click.Parameter, ctx: click.Context | None = None
+    ) -> str | None:
+        return f"[{'|'.join(self.values)}]" if self.values else None
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, str) and re.fullmatch(self.pattern, value):
+            return value
+        forms = ", ".join(self.values) if self.values else f"text matching {self.pattern}"
+        self.fail(f"{value!r} is not one of {forms}", param, ctx)
+
+
+def device_type() -> Pattern:
+    """The type of a ``--device`` option: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    from geoseg.options import DEVICE_PATTERN, DEVICE_VALUES
+
+    return Pattern(DEVICE_PATTERN, DEVICE_VALUES)
 
 
 def check_schema(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -275,8 +309,8 @@ def _csv_names(
 def record_option(record: type, name: str, **overrides: Any) -> Any:
     """A ``click.option`` for the option field ``name`` of a :mod:`geoseg.options` record.
 
-    The flag spellings, default, choices, minimum and help come from the record's
-    declaration; ``overrides`` are passed to ``click.option`` (e.g. ``callback``,
+    The flag spellings, default, choices (or pattern), minimum and help come from the
+    record's declaration; ``overrides`` are passed to ``click.option`` (e.g. ``callback``,
     ``is_eager``); ``flags`` may drop an alias that the command uses otherwise.
     """
     import typing
@@ -296,6 +330,8 @@ def record_option(record: type, name: str, **overrides: Any) -> Any:
     base = typing.get_origin(inner) or inner
     if base is bool:
         kw.update(is_flag=True, default=bool(default))
+    elif spec.pattern is not None:
+        kw.update(type=Pattern(spec.pattern, spec.values), default=default, show_default=True)
     elif choices is not None:
         kw.update(type=click.Choice(choices), default=default, show_default=True)
     elif base is int:

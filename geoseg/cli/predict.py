@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 @record_option(PredictOptions, "batch_size")
 @record_option(PredictOptions, "device")
 @record_option(PredictOptions, "precision")
+@record_option(PredictOptions, "compile")
 @record_option(PredictOptions, "tta")
 @record_option(PredictOptions, "probabilities")
 @record_option(PredictOptions, "blend")
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     help="Dask scheduler address (tcp://host:port); default: local threads.",
 )
 @record_option(PredictOptions, "workers")
+@record_option(PredictOptions, "allow_mixed_devices")
 @record_option(PredictOptions, "creation_options")
 @overwrite_opt
 def predict(

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from geoseg.errors import BandMismatchError, GridMismatchError, InputError
 from geoseg.evaluate.pixels import PixelMetrics, boundary_mask, confusion_matrix
 from geoseg.grid import block_windows
-from geoseg.raster.scene import gdal_call, open_raster
+from geoseg.raster.source import gdal_call, open_raster
 from geoseg.schema import IGNORE, POTSDAM, ClassSchema, load_schema
 
 if TYPE_CHECKING:

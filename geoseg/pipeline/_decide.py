@@ -81,7 +81,7 @@ def step_inputs(
         add("dsm", spec.dsm)
         add("ndsm", spec.ndsm)
         inputs["model"] = {"path": str(job.model), "sha256": ctx.model_sha}
-        opts = options_json(job.predict)
+        opts = options_json(job.predict, drop=("allow_mixed_devices",))
         opts["image_bands"] = list(spec.image_bands) if spec.image_bands else None
         return inputs, opts
     if not upstream("classes"):

@@ -9,8 +9,9 @@ The step sections are not declared here: :func:`step_section` builds each from t
 record of its command (:class:`~geoseg.options.PredictOptions`,
 :class:`~geoseg.options.VectorizeOptions`, :class:`~geoseg.options.EvaluateOptions`), from
 the fields whose :class:`~geoseg.options.OptionSpec` has ``job=True``: the key, aliases,
-default, minimum, maximum, choices and help are the command line's. Integers and booleans
-are strict (``yes`` is not true, ``1.5`` is not an integer); a number field takes integers.
+default, minimum, maximum, choices (or pattern) and help are the command line's. Integers
+and booleans are strict (``yes`` is not true, ``1.5`` is not an integer); a number field
+takes integers.
 :meth:`Section.record` turns a validated step section back into its record.
 
 Path fields resolve against the job file's folder and, when files are checked, must exist;
@@ -357,8 +358,29 @@ class Section(BaseModel):
         return record(**values, **extra)
 
 
-def _job_type(tp: Any, minimum: float | None, maximum: float | None) -> Any:
-    """The pydantic type of an option field: strict, bounded, with its choices."""
+def _matching(pattern: str, values: tuple[str, ...]) -> Any:
+    """Text that matches ``pattern`` (an option declared with one, such as a device)."""
+    forms = ", ".join(values) if values else f"text matching {pattern}"
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise job_error(f"{describe(value)} is not one of {forms}")
+        return value
+
+    schema: dict[str, Any] = {"type": "string", "pattern": pattern}
+    if values:
+        schema["examples"] = [v for v in values if re.fullmatch(pattern, v)]
+    return Annotated[str, BeforeValidator(check), WithJsonSchema(schema)]
+
+
+def _job_type(
+    tp: Any,
+    minimum: float | None,
+    maximum: float | None,
+    pattern: str | None = None,
+    values: tuple[str, ...] = (),
+) -> Any:
+    """The pydantic type of an option field: strict, bounded, with its choices or pattern."""
     inner, optional = strip_optional(tp)
     bounds: list[Any] = []
     if minimum is not None:
@@ -366,7 +388,9 @@ def _job_type(tp: Any, minimum: float | None, maximum: float | None) -> Any:
     if maximum is not None:
         bounds.append(Le(maximum))
     out: Any
-    if get_origin(inner) is Literal or inner is bool:
+    if inner is str and pattern is not None:
+        out = _matching(pattern, values)
+    elif get_origin(inner) is Literal or inner is bool:
         out = StrictBool if inner is bool else inner
     elif inner is int:
         out = Annotated[(int, Strict(), *bounds)]
@@ -408,7 +432,8 @@ def step_section(record: type) -> type[Section]:
             info = Field(default_factory=f.default_factory, description=help_text)
         else:
             info = Field(default=record_default(f), description=help_text)
-        fields[key] = (_job_type(tp, spec.minimum, spec.maximum), info)
+        job_type = _job_type(tp, spec.minimum, spec.maximum, spec.pattern, spec.values)
+        fields[key] = (job_type, info)
     name = f"{record.__name__}Fields"
     model: type[Section] = create_model(name, __base__=Section, __module__=__name__, **fields)
     model.job_aliases = aliases

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from geoseg._io import atomic_path
 from geoseg.errors import InputError
 from geoseg.grid import crs_unit_metres
-from geoseg.raster.scene import gdal_call, open_raster
+from geoseg.raster.source import gdal_call, open_raster
 from geoseg.raster.tags import schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 

@@ -8,17 +8,23 @@ How a scene is predicted:
    tile is ever computed twice, and each pixel always sees the same tiles whatever the
    block size.
 2. **Block tasks** (Dask workers; tasks get paths, never open handles): a task opens the
-   scene, reads its tiles straight from the big files one tile row at a time (one windowed
-   read per row, prefetched in a thread while the model works), normalises the bands named
-   by the checkpoint, and sends the tiles to the process's model runner. Tiles without a
-   single valid pixel are skipped. The quantised softmax probabilities are blended into an
-   exact integer accumulator (:mod:`geoseg.blend`).
+   scene and reads its tiles straight from the big files one tile row at a time, as stored
+   (one windowed read per row, prefetched in a thread while the device works: uint8 image
+   bands stay uint8), and sends each row to the process's model runner. Tiles without a
+   single valid pixel are skipped.
 3. **Model runner**: ONE per worker process and model hash (a per-process cache), on its
-   device, fed by a queue that every task of the process shares, so the model always takes
-   full batches (the last one is padded to the same shape: a tile's output never depends on
-   its batch). On CUDA: two batches in flight (the next is copied into its pinned buffer
-   while the GPU computes the current one), ``non_blocking`` copies both ways (an event
-   marks a batch's results as ready), bf16 autocast and ``channels_last``.
+   device, fed by a queue that every task of the process shares. Everything per pixel
+   happens on the device: normalisation, full batches of tiles cut from the rows (the last
+   one padded to the same shape: a tile's output never depends on its batch), the model
+   with test-time augmentation, softmax, and the exact integer blending of the quantised
+   probabilities with integer window weights (:mod:`geoseg.blend`). Integer sums do not
+   depend on the order of addition, so the output is bit-identical for any block size,
+   worker count or resume. Only what is written comes back: uint8 classes (and
+   probabilities), and the sums along the seams between blocks. On CUDA: copies on their
+   own stream, pinned memory, blocking events, bf16 autocast, ``channels_last``,
+   ``cudnn.benchmark`` and optionally ``torch.compile``. On a Dask cluster every worker is
+   given one device (:func:`geoseg._dask.assign_devices`: its host's GPUs round-robin),
+   and a run that would mix CPU and GPU workers is refused unless allowed.
 4. **Driver**: receives block results as they complete (a bounded number in flight),
    persists them in a work folder ``OUTDIR/.{scene}.partial/`` (keyed by the options, the
    model hash and the input files) and completes the seams between blocks from the spilled
@@ -36,10 +42,12 @@ scene and checkpoint paths (a shared filesystem).
 
 Where it lives: :mod:`~geoseg.predict._types` (options, report, output paths),
 :mod:`~geoseg.predict._model` (the model and what tasks carry of it),
-:mod:`~geoseg.predict._runner` (the per-process model runner with TTA),
+:mod:`~geoseg.predict._runner` (the per-process model runner),
+:mod:`~geoseg.predict._device` (the per-pixel work on the device, and the copies),
 :mod:`~geoseg.predict._block` (tile reader and block task),
 :mod:`~geoseg.predict._resume` (the work folder), :mod:`~geoseg.predict._provenance` (work
-key, tags, sidecar) and :mod:`~geoseg.predict._driver` (:func:`predict_scenes`).
+key, tags, sidecar), :mod:`~geoseg.predict._seams` (the seam score) and
+:mod:`~geoseg.predict._driver` (:func:`predict_scenes`).
 
 Memory per block in flight is about ``(classes + 1) * 4`` bytes per block pixel plus a few
 tile rows of input; it never depends on the scene size.
@@ -47,7 +55,7 @@ tile rows of input; it never depends on the scene size.
 
 from __future__ import annotations
 
-from geoseg.predict._block import iter_tile_rows
+from geoseg.predict._block import iter_raw_rows
 from geoseg.predict._driver import predict_scenes
 from geoseg.predict._model import PredictModel
 from geoseg.predict._types import PredictOptions, PredictReport, output_paths
@@ -56,7 +64,7 @@ __all__ = [
     "PredictModel",
     "PredictOptions",
     "PredictReport",
-    "iter_tile_rows",
+    "iter_raw_rows",
     "output_paths",
     "predict_scenes",
 ]

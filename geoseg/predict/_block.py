@@ -1,12 +1,12 @@
-"""Block tasks (run on Dask workers): read a block's tiles, run them, blend them.
+"""Block tasks (run on Dask workers): read a block's strips, send them to the model runner.
 
-A task gets paths, never open handles: it opens the scene, reads its tiles straight from
-the big files one tile row at a time (one windowed read per row, prefetched in a thread
-while the model works, :func:`iter_tile_rows`), normalises the bands named by the model,
-averages scene pixels into model pixels when the model was trained at a coarser GSD
-(:func:`gsd_scale`), and sends the tiles to the process's model runner. Tiles without a
-single valid pixel are skipped. The quantised probabilities are blended into an exact
-integer accumulator (:mod:`geoseg.blend`); the result (:class:`BlockResult`) holds the
+A task gets paths, never open handles: it opens the scene and reads the block's tiles
+straight from the big files one tile row at a time, as stored (one windowed read per row,
+prefetched in a thread while the device works, :func:`iter_raw_rows`). Rows go to the
+process's model runner (:mod:`geoseg.predict._runner`), which normalises, predicts and
+blends them on the model's device; tiles without a single valid pixel are skipped. When the
+model was trained at a coarser GSD (:func:`gsd_scale`) the task averages scene pixels into
+model pixels itself (the training rule). The result (:class:`BlockResult`) holds the
 block's decoded core, its seams and the pieces it owes to its neighbours.
 """
 
@@ -24,24 +24,15 @@ import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
-from geoseg.blend import (
-    Accumulator,
-    BlendKind,
-    BlockPlan,
-    Edges,
-    Rect,
-    decode,
-    quantize_weights,
-    tile_edges,
-    weight_window,
-)
+from geoseg.blend import BlendKind, BlockPlan, Rect, tile_edges
 from geoseg.data import downsample_mean
 from geoseg.options import TTA, Device, Precision
-from geoseg.predict._model import ModelRef
-from geoseg.predict._runner import get_runner
-from geoseg.raster import SceneSpec
+from geoseg.predict._device import normalise
+from geoseg.predict._model import ModelMeta, ModelRef
+from geoseg.predict._runner import BlockHandle, Runner, get_runner
+from geoseg.raster import RawBlock, SceneSpec
 
-__all__ = ["BlockJob", "BlockResult", "gsd_scale", "iter_tile_rows", "run_block"]
+__all__ = ["BlockJob", "BlockResult", "gsd_scale", "iter_raw_rows", "run_block"]
 
 _ROWS_AHEAD = 2  # tile rows a block task keeps queued at the model runner
 
@@ -63,6 +54,18 @@ class BlockJob:
     tta: TTA
     probabilities: bool
     scale: int = 1
+    compile: bool = False
+    devices: tuple[tuple[str, str], ...] = ()  # (worker address, device) on a cluster
+
+
+def job_device(job: BlockJob) -> str:
+    """The device of a block task: the one assigned to its Dask worker, else ``job.device``."""
+    if job.devices:
+        from distributed import get_worker
+
+        with contextlib.suppress(ValueError):  # not on a worker (a direct call)
+            return dict(job.devices).get(get_worker().address, str(job.device))
+    return str(job.device)
 
 
 @dataclass
@@ -79,19 +82,15 @@ class BlockResult:
     skipped: int
     read_s: float
     wait_s: float
-    blend_s: float
+    device_s: float
+    runtime: tuple[str, str, int, float]  # device, precision, batch size, warm-up seconds
     seconds: float
 
 
-def iter_tile_rows(
-    spec: SceneSpec,
-    rows: Sequence[Sequence[Rect]],
-    *,
-    bands: Sequence[str],
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> Generator[tuple[Rect, npt.NDArray[np.float32], npt.NDArray[np.bool_], float], None, None]:
-    """Read rows of tiles straight from a scene, normalised, one windowed read per row.
+def iter_raw_rows(
+    spec: SceneSpec, rows: Sequence[Sequence[Rect]], *, bands: Sequence[str]
+) -> Generator[tuple[Rect, RawBlock, float], None, None]:
+    """Read rows of tiles straight from a scene, as stored, one windowed read per row.
 
     The next row is read in a background thread while the caller works on the current one
     (GDAL releases the GIL). The scene is opened here and used by that thread only.
@@ -100,30 +99,20 @@ def iter_tile_rows(
         spec: The scene.
         rows: Tiles grouped by row (each row: same rows, increasing columns).
         bands: Band names to read, in model channel order.
-        mean: Per-band normalisation mean.
-        std: Per-band normalisation standard deviation.
 
     Yields:
-        ``(strip, data, valid, seconds)``: the strip rectangle, its normalised bands
-        (bands, h, w) float32 with invalid pixels 0, its validity (h, w), and the read time.
+        ``(strip, raw, seconds)``: the strip rectangle, its bands as stored
+        (:meth:`geoseg.raster.Scene.read_raw`) and the read time.
     """
-    m = np.asarray(mean, dtype=np.float32)[:, None, None]
-    sd = np.asarray(std, dtype=np.float32)[:, None, None]
     names = tuple(bands)
 
-    def read(
-        scene: Any, row: Sequence[Rect]
-    ) -> tuple[Rect, npt.NDArray[np.float32], npt.NDArray[np.bool_], float]:
+    def read(scene: Any, row: Sequence[Rect]) -> tuple[Rect, RawBlock, float]:
         t0 = time.perf_counter()
         strip = Rect(
             row[0].row, row[0].col, row[0].height, row[-1].col + row[-1].width - row[0].col
         )
-        blk = scene.read(Window(strip.col, strip.row, strip.width, strip.height), bands=names)
-        data = blk.data
-        data -= m
-        data /= sd
-        data[:, ~blk.valid] = 0.0
-        return strip, data, blk.valid, time.perf_counter() - t0
+        raw = scene.read_raw(Window(strip.col, strip.row, strip.width, strip.height), bands=names)
+        return strip, raw, time.perf_counter() - t0
 
     if not rows:
         return
@@ -149,17 +138,27 @@ def gsd_scale(scene_gsd: float | None, model_gsd: float) -> int:
     return f if f >= 2 and abs(ratio / f - 1.0) <= 0.05 else 1
 
 
-def _upsample_probs(
-    probs_q: npt.NDArray[np.uint16], f: int, tiles: Sequence[Rect]
-) -> npt.NDArray[np.uint16]:
-    """Quantised model-pixel probabilities back to scene pixels (bilinear), cropped to tiles."""
+def _coarse_tiles(
+    raw: RawBlock, strip: Rect, tiles: Sequence[Rect], meta: ModelMeta, scale: int
+) -> npt.NDArray[np.float32]:
+    """Normalised model tiles of a model coarser than the scene (the training rule, on the host).
+
+    Each model pixel is the mean of the valid scene pixels it covers
+    (:func:`geoseg.data.downsample_mean`), as when the model was trained.
+    """
     import torch
 
-    x = torch.from_numpy(probs_q.astype(np.float32))
-    up = torch.nn.functional.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)
-    h, w = tiles[0].height, tiles[0].width
-    out = up[:, :, :h, :w].round_().clamp_(0.0, 65535.0).numpy().astype(np.uint16)
-    return out
+    x = normalise(
+        torch.from_numpy(raw.image),
+        torch.from_numpy(raw.elevation),
+        torch.from_numpy(raw.valid),
+        raw.sources,
+        torch.tensor(meta.mean, dtype=torch.float32),
+        torch.tensor(meta.std, dtype=torch.float32),
+    ).numpy()
+    stacked = np.stack([x[(slice(None), *t.slices(strip))] for t in tiles])
+    tile_valid = np.stack([raw.valid[t.slices(strip)] for t in tiles])
+    return np.ascontiguousarray(downsample_mean(stacked, tile_valid, scale)[0])
 
 
 def run_block(job: BlockJob, ref: ModelRef) -> BlockResult:
@@ -167,90 +166,99 @@ def run_block(job: BlockJob, ref: ModelRef) -> BlockResult:
     t_start = time.perf_counter()
     meta = ref.meta
     runner = get_runner(
-        ref, device=job.device, precision=job.precision, batch_size=job.batch_size, tta=job.tta
+        ref,
+        device=job_device(job),
+        precision=job.precision,
+        batch_size=job.batch_size,
+        tta=job.tta,
+        compile=job.compile,
     )
     plan, block = job.plan, job.block
     brect = plan.block_rect(block)
-    acc = Accumulator(plan.extent_rect(block), meta.schema.num_classes)
+    handle = runner.open_block(plan.extent_rect(block), scale=job.scale)
+    try:
+        return _run(job, meta, runner, handle, brect, t_start)
+    except BaseException:
+        runner.discard_block(handle)
+        raise
+
+
+def _run(
+    job: BlockJob,
+    meta: ModelMeta,
+    runner: Runner,
+    handle: BlockHandle,
+    brect: Rect,
+    t_start: float,
+) -> BlockResult:
+    plan, block = job.plan, job.block
     valid = np.zeros((brect.height, brect.width), dtype=bool)
-    windows: dict[Edges, npt.NDArray[np.int32]] = {}
     rows = plan.tile_rows(block)
-    stats = {"read": 0.0, "wait": 0.0, "blend": 0.0, "tiles": 0, "skipped": 0}
-
-    def consume(sel: list[Rect], fut: Future[npt.NDArray[np.uint16]] | None) -> None:
-        if fut is None:
-            return
-        t0 = time.perf_counter()
-        probs_q = fut.result()
-        if job.scale > 1:
-            probs_q = _upsample_probs(probs_q, job.scale, sel)
-        t1 = time.perf_counter()
-        for tile, pq in zip(sel, probs_q, strict=True):
-            edges = tile_edges(tile, plan.shape)
-            w = windows.get(edges)
-            if w is None:
-                w = quantize_weights(
-                    weight_window(
-                        (tile.height, tile.width), kind=job.blend, overlap=job.overlap, edges=edges
-                    ),
-                    job.weight_bits,
-                )
-                windows[edges] = w
-            acc.add(pq, w, tile)
-        stats["wait"] += t1 - t0
-        stats["blend"] += time.perf_counter() - t1
-
-    pending: deque[tuple[list[Rect], Future[npt.NDArray[np.uint16]] | None]] = deque()
-    strips = iter_tile_rows(job.spec, rows, bands=meta.bands, mean=meta.mean, std=meta.std)
+    read_s = wait_s = 0.0
+    tiles = skipped = 0
+    pending: deque[Future[None]] = deque()
+    strips = iter_raw_rows(job.spec, rows, bands=meta.bands)
     with contextlib.closing(strips):
-        for row, (strip, data, strip_valid, seconds) in zip(rows, strips, strict=True):
-            stats["read"] += seconds
+        for row, (strip, raw, seconds) in zip(rows, strips, strict=True):
+            read_s += seconds
             part = strip.intersect(brect)
-            valid[part.slices(brect)] = strip_valid[part.slices(strip)]
-            sel = []
-            for tile in row:
-                if strip_valid[tile.slices(strip)].any():
-                    sel.append(tile)
-                else:
-                    stats["skipped"] += 1
-            fut = None
+            valid[part.slices(brect)] = raw.valid[part.slices(strip)]
+            every = raw.valid.all()
+            sel = [t for t in row if every or raw.valid[t.slices(strip)].any()]
+            skipped += len(row) - len(sel)
             if sel:
-                tiles = np.stack([data[(slice(None), *tile.slices(strip))] for tile in sel])
+                keys = [
+                    (
+                        t.height,
+                        t.width,
+                        job.blend,
+                        job.overlap,
+                        tile_edges(t, plan.shape),
+                        job.weight_bits,
+                    )
+                    for t in sel
+                ]
                 if job.scale > 1:
-                    # the training rule: the mean of the valid scene pixels of each model pixel
-                    tile_valid = np.stack([strip_valid[tile.slices(strip)] for tile in sel])
-                    tiles = np.ascontiguousarray(downsample_mean(tiles, tile_valid, job.scale)[0])
-                fut = runner.submit(tiles)
-                stats["tiles"] += len(sel)
-            pending.append((sel, fut))
-            del data
+                    coarse = _coarse_tiles(raw, strip, sel, meta, job.scale)
+                    pending.append(runner.submit_tiles(handle, coarse, sel, keys))
+                else:
+                    pending.append(runner.submit_strip(handle, raw, strip, sel, keys))
+                tiles += len(sel)
+            del raw
+            t0 = time.perf_counter()
             while len(pending) > _ROWS_AHEAD:
-                consume(*pending.popleft())
-    while pending:
-        consume(*pending.popleft())
+                pending.popleft().result()
+            wait_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    core = acc.sums[(slice(None), *brect.slices(acc.rect))]
-    classes, probs = decode(core, valid, probabilities=job.probabilities)
-    seams = [
-        (rect, acc.take(rect), valid[rect.slices(brect)].copy()) for rect in plan.seam_rects(block)
-    ]
-    pieces = []
-    for dest in plan.dependents(block):
-        rect = plan.piece_rect(block, dest)
-        if not rect.empty:
-            pieces.append((dest, rect, acc.take(rect)))
-    stats["blend"] += time.perf_counter() - t0
+    while pending:
+        pending.popleft().result()
+    seams = plan.seam_rects(block)
+    pieces = [(d, plan.piece_rect(block, d)) for d in plan.dependents(block)]
+    pieces = [(d, r) for d, r in pieces if not r.empty]
+    out = runner.finish_block(
+        handle,
+        core=brect,
+        valid=valid,
+        seams=seams,
+        pieces=[r for _, r in pieces],
+        probabilities=job.probabilities,
+    ).result()
+    wait_s += time.perf_counter() - t0
     return BlockResult(
         scene_index=job.scene_index,
         block=block,
-        classes=classes,
-        probs=probs,
-        seams=seams,
-        pieces=pieces,
-        tiles=int(stats["tiles"]),
-        skipped=int(stats["skipped"]),
-        read_s=float(stats["read"]),
-        wait_s=float(stats["wait"]),
-        blend_s=float(stats["blend"]),
+        classes=out.classes,
+        probs=out.probs,
+        seams=[
+            (r, sums, valid[r.slices(brect)].copy())
+            for r, sums in zip(seams, out.seams, strict=True)
+        ],
+        pieces=[(d, r, sums) for (d, r), sums in zip(pieces, out.pieces, strict=True)],
+        tiles=tiles,
+        skipped=skipped,
+        read_s=read_s,
+        wait_s=wait_s,
+        device_s=out.device_s,
+        runtime=(out.device, out.precision, out.batch_size, out.warmup_s),
         seconds=time.perf_counter() - t_start,
     )

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg._dask import dask_client
+from geoseg._dask import assign_devices, dask_client, probe_workers
 from geoseg._io import check_memory, check_output, check_output_path
 from geoseg._torch import resolve_device
 from geoseg.blend import BlockPlan, plan_blocks, weight_bits
@@ -140,6 +140,7 @@ def predict_scenes(
                 tta=options.tta,
                 probabilities=options.probabilities,
                 scale=r.scale,
+                compile=options.compile,
             )
             for r in runs
             for b in r.todo
@@ -149,6 +150,15 @@ def predict_scenes(
             # (start, stop, worker registration) out of the user's log unless debugging.
             quiet = not logger.isEnabledFor(logging.DEBUG)
             with dask_client(client, workers=options.workers, quiet=quiet) as cl:
+                if client is not None:
+                    # One device per worker, chosen here for the whole run (a scene never
+                    # mixes CPU and GPU blocks unless allowed).
+                    devices = assign_devices(
+                        probe_workers(cl),
+                        str(options.device),
+                        allow_mixed=options.allow_mixed_devices,
+                    )
+                    todo = deque(replace(j, devices=tuple(sorted(devices.items()))) for j in todo)
                 _drive(
                     cl,
                     todo,
@@ -194,7 +204,7 @@ def _drive(
     submitted: list[Any] = []
     jobs: dict[Any, BlockJob] = {}  # by task key, while it runs
     failed: Any = None  # the first task that did not finish
-    ac = as_completed()
+    ac = as_completed(loop=client.loop)  # this client's loop, not the default client's
     # Results are persisted (and seams completed) by a few driver threads, so that the driver
     # keeps up with many workers and a fast GPU; a bounded number of results wait for them.
     writers = ThreadPoolExecutor(_DRIVER_THREADS, thread_name_prefix="geoseg-persist")

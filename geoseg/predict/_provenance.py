@@ -22,13 +22,14 @@ from pathlib import Path
 from geoseg._io import atomic_path
 from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._resume import WORK_VERSION, SceneRun
+from geoseg.predict._seams import SeamScore
 from geoseg.predict._types import PredictOptions, PredictReport
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.tags import provenance_tags
 from geoseg.raster.writers import write_classes, write_probabilities
 from geoseg.schema import IGNORE
 
-__all__ = ["finish", "work_key"]
+__all__ = ["finish", "resolved_json", "seam_score", "work_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,12 @@ def work_key(
 def _options_json(options: PredictOptions) -> dict[str, object]:
     """The resolved options that shape the result (tile and overlap in the model's pixels).
 
-    ``workers`` and ``overwrite`` change how a run goes, not what it writes: they are left
+    ``workers``, ``overwrite`` and ``allow_mixed_devices`` change how a run goes, not what it
+    writes: they are left
     out, so that the same prediction made another way gives the same file.
     """
     d = asdict(options)
-    del d["workers"], d["overwrite"]
+    del d["workers"], d["overwrite"], d["allow_mixed_devices"]
     d["creation_options"] = [list(kv) for kv in options.creation_options]
     return d
 
@@ -100,6 +102,29 @@ def tiling_json(options: PredictOptions, scale: int) -> dict[str, int | None]:
         "tile_scene_px": None if tile is None else tile * scale,
         "overlap_scene_px": None if overlap is None else overlap * scale,
     }
+
+
+def resolved_json(run: SceneRun, options: PredictOptions) -> dict[str, object]:
+    """What the options resolved to where the blocks ran: devices, precision, batch, compile.
+
+    From the blocks of this run (a resumed run that computed nothing reports none).
+    """
+    runtimes = sorted(run.runtimes)
+    return {
+        "devices": sorted({d for d, _, _, _ in runtimes}),
+        "precision": sorted({p for _, p, _, _ in runtimes}),
+        "batch_size": sorted({b for _, _, b, _ in runtimes}),
+        "compile": options.compile,
+        "compile_warmup_s": round(max((w for *_, w in runtimes), default=0.0), 3),
+    }
+
+
+def seam_score(run: SceneRun) -> dict[str, float | int | None]:
+    """The seam score of the finished class map (:class:`~geoseg.predict._seams.SeamScore`)."""
+    score = SeamScore(run.plan)
+    for window, classes, _ in run.blocks(probs=False):
+        score.add(window, classes)
+    return score.summary()
 
 
 def finish(
@@ -182,10 +207,12 @@ def finish(
             "resumed": run.resumed,
             "computed": len(run.plan.blocks) - run.resumed,
         },
+        "resolved": resolved_json(run, options),
+        "seam_score": seam_score(run),
         "timings": {
             "read_s": round(run.stats["read_s"], 3),
             "model_wait_s": round(run.stats["wait_s"], 3),
-            "blend_s": round(run.stats["blend_s"], 3),
+            "device_cpu_s": round(run.stats["device_s"], 3),
             "block_tasks_s": round(run.stats["block_s"], 3),
             "driver_persist_s": round(run.stats["persist_s"], 3),
         },

@@ -111,10 +111,11 @@ class SceneRun:
             "skipped": 0,
             "read_s": 0.0,
             "wait_s": 0.0,
-            "blend_s": 0.0,
+            "device_s": 0.0,
             "block_s": 0.0,
             "persist_s": 0.0,
         }
+        self.runtimes: set[tuple[str, str, int, float]] = set()  # as the blocks report them
         self.resumed = 0
         self._opened = False
         self._made_outdir = False
@@ -201,7 +202,8 @@ class SceneRun:
             self.stats["skipped"] += res.skipped
             self.stats["read_s"] += res.read_s
             self.stats["wait_s"] += res.wait_s
-            self.stats["blend_s"] += res.blend_s
+            self.stats["device_s"] += res.device_s
+            self.runtimes.add(res.runtime)
             self.stats["block_s"] += res.seconds
             ready = self._claim_seals([b, *self.plan.dependents(b)])
         for d in ready:

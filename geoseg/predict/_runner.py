@@ -1,13 +1,27 @@
 """The model runner: one model on one device per worker process, fed full batches.
 
-Block tasks of a process :meth:`Runner.submit` tiles to the process's runner
-(:func:`get_runner`, one per model hash and settings, built on first use); a model thread
-concatenates the tiles of every pending request into batches of exactly ``batch_size``
-(the last one padded to the same shape: a tile's output never depends on its batch), runs
-the model with test-time augmentation (:data:`~geoseg.options.TTA`) and hands back
-quantised softmax probabilities. On CUDA two batches are in flight (the next is copied into
-its pinned buffer while the GPU computes the current one), copies are ``non_blocking`` both
-ways (an event marks a batch's results as ready), with bf16 autocast and ``channels_last``.
+All per-pixel work of a prediction happens here, on the model's device, in one model thread
+per runner (:func:`get_runner`: one per model and settings in a process, built on first use):
+
+1. Block tasks open a block (:meth:`Runner.open_block`), then send raw strips of tile rows
+   (:meth:`Runner.submit_strip`: image bands in their own pixel type, elevation float32, a
+   validity mask). The model thread copies a strip to the device (:class:`Transfers`: a copy
+   stream on CUDA), normalises it there and queues views of its tiles.
+2. Tiles of every open block are cut into batches of exactly ``batch_size`` (the last one
+   padded: a tile's output never depends on its batch); the model runs under test-time
+   augmentation; softmax probabilities are quantised to integers and added, with their
+   integer window weights, into the block's accumulator on the device
+   (:class:`geoseg.blend.Accumulator`). Integer sums do not depend on the order of
+   addition: the result is bit-identical for any batch, block size, worker count or resume.
+3. :meth:`Runner.finish_block` decodes the block's core on the device (argmax, and uint8
+   probabilities when asked) and brings back only what is written: uint8 classes (and
+   probabilities), and the int32 sums of its seams and of the pieces it owes to its
+   neighbours.
+
+On CUDA: bf16 autocast, ``channels_last``, ``cudnn.benchmark`` (the batch shape is fixed),
+optional ``torch.compile`` (the first batch is timed as the warm-up and a failed compile
+falls back to the eager model with a warning). Results come back through blocking events,
+so no thread spins a core while the GPU works.
 """
 
 from __future__ import annotations
@@ -19,28 +33,45 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from geoseg._torch import resolve_batch_size, resolve_device, resolve_precision
-from geoseg.errors import CheckpointError
+from geoseg.blend import (
+    Accumulator,
+    BlendKind,
+    Edges,
+    Rect,
+    decode,
+    quantize_weights,
+    weight_window,
+)
 from geoseg.options import TTA, Device, Precision
+from geoseg.predict._device import Transfers, compile_module, model_probs, normalise, quantize
 from geoseg.predict._model import ModelRef, PredictModel, load_model
+from geoseg.raster import RawBlock
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GDAL_CACHE_MB", "Runner", "bound_gdal_cache", "get_runner"]
+__all__ = [
+    "GDAL_CACHE_MB",
+    "BlockHandle",
+    "BlockOutput",
+    "Runner",
+    "WeightKey",
+    "bound_gdal_cache",
+    "get_runner",
+]
 
 logger = logging.getLogger(__name__)
 
-_DEPTH = 2  # batches the model thread keeps in flight (copy of one overlaps compute of another)
-_LINGER_S = 0.005  # how long the runner waits to fill a batch before running it padded
+_LINGER_S = 0.005  # how long the model thread waits to fill a batch before running it padded
 GDAL_CACHE_MB = 128
 """GDAL block cache per process while predicting (unless ``GDAL_CACHEMAX`` is set).
 
@@ -48,32 +79,98 @@ GDAL's default, 5 % of the RAM, would let the cache grow with the scene size; re
 only a tile row of the input's internal blocks.
 """
 
+WeightKey = tuple[int, int, BlendKind, int, Edges, int]
+"""A tile's weight window: (rows, cols, blend kind, overlap, edges on the scene edge, bits)."""
 
-@dataclass(eq=False)  # identity: requests hold arrays, and the runner finds them in deques
-class _Request:
-    tiles: npt.NDArray[np.float32]  # (n, bands, T, T), normalised
-    future: Future[npt.NDArray[np.uint16]]
-    out: npt.NDArray[np.uint16] | None = None
-    taken: int = 0
-    done: int = 0
+
+@dataclass(eq=False)
+class BlockHandle:
+    """One output block open on a runner: its accumulator lives on the runner's device.
+
+    Attributes:
+        rect: The scene pixels its own tiles cover (the accumulator's rectangle).
+        scale: Scene pixels per model pixel (tiles are upsampled by it before blending).
+    """
+
+    rect: Rect
+    scale: int = 1
+    acc: Accumulator | None = field(default=None, repr=False)
+    error: BaseException | None = field(default=None, repr=False)
+    device_s: float = 0.0
+
+
+@dataclass
+class BlockOutput:
+    """What a finished block brings back from the device (host arrays).
+
+    Attributes:
+        classes: (h, w) uint8 classes of the block's core.
+        probs: (C, h, w) uint8 probabilities, or None.
+        seams: int32 sums (C + 1, h, w) of each requested seam rectangle.
+        pieces: int32 sums of each requested piece rectangle.
+        device: The device that computed it (``cpu``, ``cuda:0``...).
+        precision: The precision it ran at (``bf16``, ``fp32``).
+        batch_size: Tiles per model call.
+        device_s: CPU seconds the model thread spent on this block's work (its share of
+            every batch): on the CPU that is the per-pixel work; on CUDA, launching it.
+        warmup_s: Seconds of the runner's first (compiling) batch; 0 without ``compile``.
+    """
+
+    classes: npt.NDArray[np.uint8]
+    probs: npt.NDArray[np.uint8] | None
+    seams: list[npt.NDArray[np.int32]]
+    pieces: list[npt.NDArray[np.int32]]
+    device: str
+    precision: str
+    batch_size: int
+    device_s: float
+    warmup_s: float = 0.0
+
+
+@dataclass(eq=False)
+class _Strip:
+    block: BlockHandle
+    future: Future[None]
+    tiles: Sequence[Rect]
+    weights: Sequence[WeightKey]
+    raw: RawBlock | None = None  # a raw strip covering ``strip`` ...
+    strip: Rect | None = None
+    prepared: npt.NDArray[np.float32] | None = None  # ... or normalised model tiles
+    left: int = 0
+
+
+@dataclass(eq=False)
+class _Finish:
+    block: BlockHandle
+    future: Future[BlockOutput]
+    core: Rect
+    valid: npt.NDArray[np.bool_]
+    seams: Sequence[Rect]
+    pieces: Sequence[Rect]
+    probabilities: bool
 
 
 class Runner:
-    """One model on one device, fed full batches by a model thread.
+    """One model on one device, fed full batches by a model thread (see the module docs).
 
-    Block tasks of the process :meth:`submit` tiles; the model thread concatenates tiles of
-    all pending requests into batches of exactly ``batch_size`` (padding the last one when
-    nothing else arrives within a few milliseconds) and returns quantised probabilities
-    (``rint(p * 65535)`` as uint16, see :mod:`geoseg.blend`).
-
-    The thread keeps :data:`_DEPTH` batches in flight: on CUDA, batch ``k + 1`` is copied
-    into its pinned buffer and sent while the GPU still computes batch ``k``, and results
-    come back by non-blocking copies into pinned buffers, synchronised by an event. On the
-    CPU every step is synchronous and the same loop simply runs batch after batch.
+    Args:
+        model: The model.
+        device: A concrete device (``cpu``, ``cuda``, ``cuda:N``).
+        precision: ``bf16`` or ``fp32``.
+        batch_size: Tiles per model call.
+        tta: Test-time augmentation.
+        compile: ``torch.compile`` the model (CUDA only; elsewhere a warning).
     """
 
     def __init__(
-        self, model: PredictModel, *, device: str, precision: str, batch_size: int, tta: TTA
+        self,
+        model: PredictModel,
+        *,
+        device: str,
+        precision: str,
+        batch_size: int,
+        tta: TTA,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -82,51 +179,138 @@ class Runner:
         module = model.module.eval().to(self.device)
         if self.cuda:
             module = module.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # one batch shape: tune its kernels once
         self.module = module
+        self.warnings: list[str] = []
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = module
+        if compile:
+            self._forward = compile_module(module, self.device, self._warn)
+        self._warm = not compile or self._forward is module
+        self.compile_s = 0.0
         self.num_classes = model.schema.num_classes
         self.bands = len(model.bands)
+        self.mean = torch.tensor(model.mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(model.std, dtype=torch.float32, device=self.device)
         self.batch_size = batch_size
         self.tta = tta
+        self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else None
-        self.seconds = 0.0
         self.batches = 0
         self.tiles = 0
-        self._queue: queue.Queue[_Request | None] = queue.Queue()
-        self._inputs: list[torch.Tensor] = []  # one (pinned) input buffer per slot
-        self._outputs: list[torch.Tensor] = []  # one (pinned) output buffer per slot (CUDA)
-        self._slot = 0
+        self.transfers = Transfers(self.device)
+        self._queue: queue.Queue[_Strip | _Finish | None] = queue.Queue()
+        self._tiles: deque[tuple[_Strip, int, torch.Tensor]] = deque()
+        self._weights: dict[WeightKey, torch.Tensor] = {}
+        self._batch: torch.Tensor | None = None
         self._broken: BaseException | None = None
+        self._open = 0  # blocks opened and not yet delivered (a busy runner is never evicted)
+        self._closed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="geoseg-model", daemon=True)
         self._thread.start()
 
-    def submit(self, tiles: npt.NDArray[np.float32]) -> Future[npt.NDArray[np.uint16]]:
-        """Queue ``tiles`` (n, bands, T, T); the future gives (n, C, T, T) uint16."""
-        fut: Future[npt.NDArray[np.uint16]] = Future()
-        self._queue.put(_Request(tiles=tiles, future=fut))
-        if self._broken is not None:
-            self._drain(self._broken)
-        return fut
+    # -- the block tasks' side ------------------------------------------------------------
+
+    def open_block(self, rect: Rect, *, scale: int = 1) -> BlockHandle:
+        """A new block whose own tiles cover ``rect`` (its accumulator is made on first use).
+
+        Raises:
+            RuntimeError: The runner was closed (evicted by another model's runner): the
+                block fails and the same command resumes it.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the model runner was closed; run the same command again")
+            self._open += 1
+        return BlockHandle(rect=rect, scale=scale)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a block is open on this runner."""
+        with self._lock:
+            return self._open > 0
+
+    def _release(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def submit_strip(
+        self,
+        block: BlockHandle,
+        raw: RawBlock,
+        strip: Rect,
+        tiles: Sequence[Rect],
+        weights: Sequence[WeightKey],
+    ) -> Future[None]:
+        """Queue a raw strip and the tiles in it; the future resolves once they are blended."""
+        return self._put(_Strip(block, Future(), tiles, weights, raw=raw, strip=strip))
+
+    def submit_tiles(
+        self,
+        block: BlockHandle,
+        prepared: npt.NDArray[np.float32],
+        tiles: Sequence[Rect],
+        weights: Sequence[WeightKey],
+    ) -> Future[None]:
+        """Queue normalised model tiles (n, bands, T, T) (a coarser model: averaged on the host)."""
+        return self._put(_Strip(block, Future(), tiles, weights, prepared=prepared))
+
+    def finish_block(
+        self,
+        block: BlockHandle,
+        *,
+        core: Rect,
+        valid: npt.NDArray[np.bool_],
+        seams: Sequence[Rect] = (),
+        pieces: Sequence[Rect] = (),
+        probabilities: bool = False,
+    ) -> Future[BlockOutput]:
+        """Decode ``core`` and bring back its classes and the sums of ``seams`` and ``pieces``.
+
+        Call it once every strip of the block is blended (their futures resolved).
+        """
+        f: Future[BlockOutput] = Future()
+        self._put(_Finish(block, f, core, valid, seams, pieces, probabilities))
+        return f
+
+    def discard_block(self, block: BlockHandle) -> None:
+        """Give up an open block (its task failed): its queued tiles are skipped."""
+        block.error = block.error or RuntimeError("the block was discarded")
+        block.acc = None
+        self._release()
 
     def close(self) -> None:
-        """Stop the model thread (pending requests are still answered first)."""
+        """Stop the model thread (queued work is still done first)."""
+        with self._lock:
+            self._closed = True
         self._queue.put(None)
 
+    def _put(self, item: Any) -> Any:
+        self._queue.put(item)
+        if self._broken is not None:
+            self._drain(self._broken)
+        return item.future
+
+    def _warn(self, msg: str) -> None:
+        logger.warning("%s", msg)
+        self.warnings.append(msg)
+
+    # -- the model thread ------------------------------------------------------------------
+
     def _loop(self) -> None:
-        pending: deque[_Request] = deque()
-        flight: deque[tuple[list[tuple[_Request, int, int]], _Batch]] = deque()
         try:
-            self._serve(pending, flight)
+            self._serve()
         except BaseException as exc:
-            # A failure of the runner itself (not of the model: _fail handles those) must not
-            # leave block tasks waiting forever: fail everything, now and later.
+            # A failure of the runner itself (not of one block: _fail handles those) must
+            # not leave block tasks waiting forever: fail everything, now and later.
             self._broken = exc
-            waiting = [*pending, *(r for parts, _ in flight for r, _, _ in parts)]
-            for r in waiting:
-                _set_exception(r.future, exc)
+            for item, _, _ in self._tiles:
+                _set_exception(item.future, exc)
             self._drain(exc)
+        finally:
+            self.transfers.close()
 
     def _drain(self, exc: BaseException) -> None:
-        """Fail every request still queued (the runner is broken)."""
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -135,176 +319,207 @@ class Runner:
             if item is not None:
                 _set_exception(item.future, exc)
 
-    def _serve(
-        self,
-        pending: deque[_Request],
-        flight: deque[tuple[list[tuple[_Request, int, int]], _Batch]],
-    ) -> None:
+    def _serve(self) -> None:
         closing = False
         while True:
-            avail = sum(r.tiles.shape[0] - r.taken for r in pending)
-            if avail < self.batch_size and not closing:
-                if avail == 0 and flight:
-                    # Nothing to add: deliver what is computed (its tasks may be waiting).
-                    self._deliver(pending, *flight.popleft())
-                    continue
-                try:
-                    item = self._queue.get(timeout=None if avail == 0 else _LINGER_S)
-                except queue.Empty:
-                    item = _LINGER  # nothing new: run what there is, padded
-                if item is None:
-                    closing = True
-                elif item is not _LINGER:
-                    pending.append(item)
-                    continue
-            if avail == 0:
-                if flight:
-                    self._deliver(pending, *flight.popleft())
-                    continue
-                if closing:
-                    return
+            n = len(self._tiles)
+            if n >= self.batch_size or (closing and n):
+                self._run_batch()
                 continue
-            parts: list[tuple[_Request, int, int]] = []
-            need = self.batch_size
-            for r in pending:
-                k = min(need, r.tiles.shape[0] - r.taken)
-                if k > 0:
-                    parts.append((r, r.taken, r.taken + k))
-                    r.taken += k
-                    need -= k
-                if need == 0:
-                    break
+            if closing:
+                return
             try:
-                batch = self._launch([r.tiles[a:b] for r, a, b in parts])
-            except BaseException as exc:
-                self._fail(pending, parts, exc)
-                if self.cuda:
-                    # Copies the failed launch queued from or into its slot's pinned buffers
-                    # must end before that slot is filled again.
-                    import torch
-
-                    torch.cuda.synchronize(self.device)
+                item = self._queue.get(timeout=None if n == 0 else _LINGER_S)
+            except queue.Empty:
+                self._run_batch()  # nothing new within the linger: run what there is, padded
                 continue
-            flight.append((parts, batch))
-            if len(flight) >= _DEPTH:
-                self._deliver(pending, *flight.popleft())
+            if item is None:
+                closing = True
+            elif isinstance(item, _Strip):
+                self._accept(item)
+            else:
+                self._finish(item)
 
-    def _deliver(
-        self, pending: deque[_Request], parts: list[tuple[_Request, int, int]], batch: _Batch
-    ) -> None:
-        """Wait for a launched batch and hand each request its share."""
-        try:
-            out = self._collect(batch)
-        except BaseException as exc:
-            self._fail(pending, parts, exc)
+    def _accept(self, item: _Strip) -> None:
+        """Send a strip to the device and queue its tiles (views of it)."""
+        block = item.block
+        if block.error is not None:
+            _set_exception(item.future, block.error)
             return
-        off = 0
-        for r, a, b in parts:
-            n = b - a
-            if r.future.done():  # an earlier batch of this request failed
-                off += n
-                continue
-            if r.out is None:
-                r.out = np.empty(
-                    (r.tiles.shape[0], self.num_classes, *r.tiles.shape[2:]), dtype=np.uint16
+        t0 = time.thread_time()
+        try:
+            if item.raw is not None:
+                raw, strip = item.raw, item.strip
+                assert strip is not None
+                every = bool(raw.valid.all())
+                image, elev, *rest = self.transfers.to_device(
+                    [raw.image, raw.elevation] + ([] if every else [raw.valid])
                 )
-            r.out[a:b] = out[off : off + n]
-            off += n
-            r.done += n
-            if r.done == r.tiles.shape[0]:
-                r.future.set_result(r.out)
-                pending.remove(r)
+                x = normalise(
+                    image, elev, rest[0] if rest else None, raw.sources, self.mean, self.std
+                )
+                views = [x[(slice(None), *t.slices(strip))] for t in item.tiles]
+            else:
+                assert item.prepared is not None
+                (x,) = self.transfers.to_device([item.prepared])
+                views = list(x)
+        except Exception as exc:  # not swallowed: handed to the block's task, which raises it
+            self._fail_block(block, exc, [item])
+            return
+        item.left = len(views)
+        for i, v in enumerate(views):
+            self._tiles.append((item, i, v))
+        block.device_s += time.thread_time() - t0
+        if not views:
+            _set_result(item.future, None)
 
-    @staticmethod
-    def _fail(
-        pending: deque[_Request], parts: list[tuple[_Request, int, int]], exc: BaseException
-    ) -> None:
-        # Not swallowed: handed to the waiting block tasks, which re-raise it.
-        for r in {id(r): r for r, _, _ in parts}.values():
-            _set_exception(r.future, exc)
-            if r in pending:
-                pending.remove(r)
-
-    def _launch(self, arrays: list[npt.NDArray[np.float32]]) -> _Batch:
-        """Start one batch: fill a (pinned) buffer, send it, run the model, queue the result."""
+    def _run_batch(self) -> None:
+        """Run one batch of queued tiles and blend each into its block."""
         import torch
 
-        t0 = time.perf_counter()
-        n = sum(a.shape[0] for a in arrays)
-        shape = (self.batch_size, *arrays[0].shape[1:])
-        slot = self._slot  # advanced only once the launch succeeded
-        if len(self._inputs) < _DEPTH or tuple(self._inputs[slot].shape) != shape:
-            self._inputs = [
-                torch.empty(shape, dtype=torch.float32, pin_memory=self.cuda) for _ in range(_DEPTH)
-            ]
-            self._outputs = []
-        buf = self._inputs[slot]
-        off = 0
-        for a in arrays:
-            buf[off : off + a.shape[0]].copy_(torch.from_numpy(a))
-            off += a.shape[0]
+        t0 = time.thread_time()
+        take = [self._tiles.popleft() for _ in range(min(self.batch_size, len(self._tiles)))]
+        live = [(item, i, v) for item, i, v in take if item.block.error is None]
+        if not live:
+            return
+        try:
+            q = self._quantized([v for _, _, v in live])
+            for k, (item, i, _) in enumerate(live):
+                self._blend(item, i, q[k])
+        except Exception as exc:  # not swallowed: handed to the blocks' tasks, which raise it
+            for block in {id(it.block): it.block for it, _, _ in live}.values():
+                self._fail_block(block, exc, [it for it, _, _ in live if it.block is block])
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            return
+        share = (time.thread_time() - t0) / len(live)
+        for item, _, _ in live:
+            item.block.device_s += share
+            item.left -= 1
+            if item.left == 0:
+                _set_result(item.future, None)
+        self.batches += 1
+        self.tiles += len(live)
+
+    def _quantized(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """Quantised probabilities (n, C, T, T) int32 of a batch of tiles (padded to full)."""
+        import torch
+
+        n = len(views)
+        shape = (self.batch_size, *views[0].shape)
+        if self._batch is None or tuple(self._batch.shape) != shape:
+            fmt = torch.channels_last if self.cuda else torch.contiguous_format
+            self._batch = torch.empty(shape, device=self.device, memory_format=fmt)
+        buf = self._batch
+        for k, v in enumerate(views):
+            buf[k].copy_(v)
         if n < self.batch_size:
             buf[n:].zero_()  # a fixed batch shape: a tile's output never depends on its batch
-        with torch.inference_mode():
-            x = buf.to(self.device, non_blocking=self.cuda)
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
+        with (
+            torch.inference_mode(),
+            torch.autocast(
                 device_type=self.device.type,
                 dtype=self.dtype or torch.float32,
                 enabled=self.dtype is not None,
-            ):
-                probs = self._probs(x)
-            # rint(p * 65535) as in geoseg.blend.quantize_probs (round half to even).
-            q = probs.mul(65535.0).round_().clamp_(0.0, 65535.0).to(torch.uint16)
-            event = None
-            if self.cuda:
-                if len(self._outputs) < _DEPTH or self._outputs[slot].shape != q.shape:
-                    self._outputs = [
-                        torch.empty(q.shape, dtype=torch.uint16, pin_memory=True)
-                        for _ in range(_DEPTH)
-                    ]
-                host = self._outputs[slot].copy_(q, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-            else:
-                host = q
-        self._slot = (slot + 1) % _DEPTH
-        self.seconds += time.perf_counter() - t0
-        return _Batch(host=host, n=n, event=event)
-
-    def _collect(self, batch: _Batch) -> npt.NDArray[np.uint16]:
-        """The batch's quantised probabilities (n, C, T, T), once the device is done."""
-        t0 = time.perf_counter()
-        if batch.event is not None:
-            batch.event.synchronize()
-        out: npt.NDArray[np.uint16] = batch.host[: batch.n].numpy()
-        self.seconds += time.perf_counter() - t0
-        self.batches += 1
-        self.tiles += batch.n
-        return out
+            ),
+        ):
+            probs = self._probs(buf)
+            return quantize(probs[:n])
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        if self._warm:
+            return model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+        t0 = time.perf_counter()
+        try:
+            out = model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+            if self.cuda:
+                import torch
+
+                torch.cuda.synchronize(self.device)
+        except RuntimeError as exc:  # torch.compile's failures are RuntimeErrors
+            self._warn(f"--compile: torch.compile failed ({exc}); running the model eagerly")
+            self._forward = self.module
+            out = model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+        self.compile_s = time.perf_counter() - t0
+        self._warm = True
+        return out
+
+    def _blend(self, item: _Strip, i: int, q: torch.Tensor) -> None:
         import torch
 
-        views = _tta_views(self.tta)
-        total: torch.Tensor | None = None
-        for fwd, inv in views:
-            logits = self.module(fwd(x))
-            if logits.ndim != 4 or logits.shape[1] != self.num_classes:
-                raise CheckpointError(
-                    f"the model returned shape {tuple(logits.shape)} for input "
-                    f"{tuple(x.shape)}; expected (N, {self.num_classes}, H, W) logits"
-                )
-            p = inv(torch.softmax(logits.float(), dim=1))
-            total = p if total is None else total + p
-        assert total is not None
-        if total.shape[2:] != x.shape[2:]:
-            raise CheckpointError(
-                f"the model returned {tuple(total.shape[2:])} pixels for {tuple(x.shape[2:])} "
-                "tiles; it must keep the input size"
+        block, tile = item.block, item.tiles[i]
+        if block.scale > 1:
+            up = torch.nn.functional.interpolate(
+                q[None].to(torch.float32),
+                scale_factor=block.scale,
+                mode="bilinear",
+                align_corners=False,
             )
-        return total / len(views)
+            q = up[0, :, : tile.height, : tile.width].round_().clamp_(0.0, 65535.0)
+        if block.acc is None:
+            block.acc = Accumulator(block.rect, self.num_classes, device=self.device)
+        block.acc.add(q, self._weight(item.weights[i]), tile)
+
+    def _weight(self, key: WeightKey) -> torch.Tensor:
+        w = self._weights.get(key)
+        if w is None:
+            h, wd, kind, overlap, edges, bits = key
+            win = weight_window((h, wd), kind=kind, overlap=overlap, edges=edges)
+            (w,) = self.transfers.to_device([quantize_weights(win, bits)])
+            self._weights[key] = w
+        return w
+
+    def _finish(self, fin: _Finish) -> None:
+        """Decode a block on the device and send back what is written."""
+        block = fin.block
+        fin.future.add_done_callback(lambda _: self._release())
+        if block.error is not None:
+            _set_exception(fin.future, block.error)
+            return
+        t0 = time.thread_time()
+        try:
+            acc = block.acc or Accumulator(block.rect, self.num_classes, device=self.device)
+            block.acc = None  # its memory goes back once the copies below have read it
+            (valid,) = self.transfers.to_device([fin.valid])
+            classes, probs = decode(
+                acc.sums[(slice(None), *fin.core.slices(acc.rect))],
+                valid,
+                probabilities=fin.probabilities,
+            )
+            sums = [acc.take(r) for r in (*fin.seams, *fin.pieces)]
+            tensors = [classes, *([] if probs is None else [probs]), *sums]
+        except Exception as exc:  # not swallowed: handed to the block's task, which raises it
+            _set_exception(fin.future, exc)
+            return
+        block.device_s += time.thread_time() - t0
+        ns, has_probs = len(fin.seams), probs is not None
+        device = str(self.device)
+
+        def deliver(arrays: list[npt.NDArray[Any]]) -> None:
+            rest = arrays[2:] if has_probs else arrays[1:]
+            _set_result(
+                fin.future,
+                BlockOutput(
+                    classes=arrays[0],
+                    probs=arrays[1] if has_probs else None,
+                    seams=rest[:ns],
+                    pieces=rest[ns:],
+                    device=device,
+                    precision=self.precision,
+                    batch_size=self.batch_size,
+                    device_s=block.device_s,
+                    warmup_s=self.compile_s,
+                ),
+            )
+
+        self.transfers.to_host(tensors, deliver)
+
+    def _fail_block(self, block: BlockHandle, exc: BaseException, items: list[_Strip]) -> None:
+        """Fail a block: its queued tiles are dropped and its tasks get ``exc``."""
+        block.error = exc
+        block.acc = None
+        for item in items:
+            _set_exception(item.future, exc)
 
 
 def _set_exception(fut: Future[Any], exc: BaseException) -> None:
@@ -314,69 +529,41 @@ def _set_exception(fut: Future[Any], exc: BaseException) -> None:
             fut.set_exception(exc)
 
 
-@dataclass
-class _Batch:
-    """A launched batch: its host result buffer, valid tiles and completion event (CUDA)."""
-
-    host: torch.Tensor
-    n: int
-    event: Any = None
+def _set_result(fut: Future[Any], value: Any) -> None:
+    with contextlib.suppress(InvalidStateError):
+        if not fut.done():
+            fut.set_result(value)
 
 
-_LINGER = _Request(tiles=np.zeros((0, 0, 0, 0), np.float32), future=Future())
-
-
-def _tta_views(tta: TTA) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
-    import torch
-
-    def ident(t: torch.Tensor) -> torch.Tensor:
-        return t
-
-    def flip(dims: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda t: torch.flip(t, dims)
-
-    def rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda t: torch.rot90(t, k, dims=(2, 3))
-
-    if tta == "none":
-        return [(ident, ident)]
-    if tta == "flip":
-        return [(ident, ident)] + [(flip(d), flip(d)) for d in ((3,), (2,), (2, 3))]
-
-    def flip_rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda t: torch.rot90(torch.flip(t, (3,)), k, dims=(2, 3))
-
-    def unrot_flip(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda t: torch.flip(torch.rot90(t, -k, dims=(2, 3)), (3,))
-
-    views: list[tuple[Callable[[Any], Any], Callable[[Any], Any]]] = []
-    for k in range(4):
-        views.append((rot(k), rot(-k)))
-        views.append((flip_rot(k), unrot_flip(k)))
-    return views
-
-
-_RUNNERS: dict[tuple[str, str, str, int, str], Runner] = {}
+_RUNNERS: dict[tuple[str, str, str, int, str, bool], Runner] = {}
 _RUNNERS_LOCK = threading.Lock()
 _MAX_RUNNERS = 2
 
 
 def get_runner(
-    ref: ModelRef, *, device: Device, precision: Precision, batch_size: int | None, tta: TTA
+    ref: ModelRef,
+    *,
+    device: Device | str,
+    precision: Precision,
+    batch_size: int | None,
+    tta: TTA,
+    compile: bool = False,
 ) -> Runner:
     """The process's runner for this model and settings (built on first use)."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     bs = resolve_batch_size(batch_size, dev)
-    key = (ref.meta.sha256, dev, prec, bs, tta)
+    key = (ref.meta.sha256, dev, prec, bs, tta, compile)
     with _RUNNERS_LOCK:
         r = _RUNNERS.get(key)
         if r is None:
             bound_gdal_cache()
             model = ref.inline if ref.inline is not None else load_model(ref)
-            r = Runner(model, device=dev, precision=prec, batch_size=bs, tta=tta)
-            while len(_RUNNERS) >= _MAX_RUNNERS:
-                _RUNNERS.pop(next(iter(_RUNNERS))).close()
+            r = Runner(model, device=dev, precision=prec, batch_size=bs, tta=tta, compile=compile)
+            for old in [k for k, v in _RUNNERS.items() if not v.busy][
+                : max(0, len(_RUNNERS) + 1 - _MAX_RUNNERS)
+            ]:
+                _RUNNERS.pop(old).close()
             _RUNNERS[key] = r
             logger.info(
                 "loaded model %s (%s) on %s, %s", ref.meta.name, ref.meta.sha256[:12], dev, prec

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from geoseg.raster.potsdam import list_potsdam_ids, potsdam_scene, resolve_scenes
-from geoseg.raster.scene import DEFAULT_MODEL_BANDS, Scene, SceneBlock, SceneSpec
+from geoseg.raster.scene import DEFAULT_MODEL_BANDS, RawBlock, Scene, SceneBlock, SceneSpec
 from geoseg.raster.tags import SCHEMA_TAG, ChipTags, provenance_tags, schema_from_tags
 from geoseg.raster.writers import COG_BLOCKSIZE, class_pam_xml, write_classes, write_probabilities
 
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MODEL_BANDS",
     "SCHEMA_TAG",
     "ChipTags",
+    "RawBlock",
     "Scene",
     "SceneBlock",
     "SceneSpec",

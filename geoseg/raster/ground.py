@@ -161,8 +161,11 @@ def estimate_ground(geobox: GeoBox, read_dsm: DsmReader, *, name: str) -> Ground
     for r0 in range(0, gb.height, strip):
         h = min(strip, gb.height - r0)
         dsm, ok = read_dsm(Window(0, r0, cw * f, -(-h // f) * f))
-        a = np.where(ok, dsm, np.inf).reshape(-(-h // f), f, cw, f)
-        coarse[r0 // f : r0 // f + a.shape[0]] = a.min(axis=(1, 3))
+        np.copyto(dsm, np.float32(np.inf), where=~ok)
+        hc = dsm.shape[0] // f
+        # min over each cell's rows (a contiguous reduction), then over its columns
+        rows = dsm.reshape(hc, f, cw * f).min(axis=1)
+        coarse[r0 // f : r0 // f + hc] = rows.reshape(hc, cw, f).min(axis=2)
     bad = ~np.isfinite(coarse)
     if bad.all():
         logger.warning("%s: the DSM has no valid pixel; nDSM is all nodata", name)

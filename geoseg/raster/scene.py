@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,34 +32,24 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 import rasterio
-from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from geoseg._io import ignoring
 from geoseg.errors import (
     BandMismatchError,
     CRSMismatchError,
-    GeosegError,
-    GridMismatchError,
     InputError,
-    first_line,
 )
-from geoseg.grid import GeoBox
 from geoseg.raster.ground import Ground, cached_ground, estimate_ground
+from geoseg.raster.source import Source, grid_of, north_up, open_raster
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
 __all__ = [
     "DEFAULT_MODEL_BANDS",
+    "RawBlock",
     "Scene",
     "SceneBlock",
     "SceneSpec",
-    "gdal_call",
-    "gdal_message",
-    "open_raster",
 ]
 
 # Log lines name the package, the public face (as geoseg.train, geoseg.vectorize do).
@@ -104,6 +94,25 @@ class SceneSpec:
 
 
 @dataclass(frozen=True)
+class RawBlock:
+    """One window of a scene as stored (what a model runner sends to its device).
+
+    Attributes:
+        image: The requested image bands (k, rows, cols) in the image's pixel type.
+        elevation: The requested elevation bands (e, rows, cols) float32.
+        valid: bool (rows, cols), as in :class:`SceneBlock`.
+        bands: The requested band names, in order.
+        sources: For each requested band, ``("image", i)`` or ``("elevation", i)``: where it is.
+    """
+
+    image: npt.NDArray[np.generic]
+    elevation: npt.NDArray[np.float32]
+    valid: npt.NDArray[np.bool_]
+    bands: tuple[str, ...]
+    sources: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class SceneBlock:
     """One window of a scene.
 
@@ -119,202 +128,6 @@ class SceneBlock:
     valid: npt.NDArray[np.bool_]
     bands: tuple[str, ...]
     window: Window
-
-
-def open_raster(path: Path, what: str) -> rasterio.DatasetReader:
-    """Open a raster checked up front (``what`` names it in messages).
-
-    It must exist, GDAL must read it and its last pixel (a truncated file fails here, not
-    mid-run), its pixels must not be complex. Call it where inputs are checked: a raster
-    without a geotransform (labels may have none) is opened with rasterio's warning silenced.
-
-    Raises:
-        InputError: One line naming ``path`` and what is wrong.
-    """
-    if not path.exists():
-        raise InputError(f"{path}: {what} file not found; check the path")
-    with ignoring(NotGeoreferencedWarning):
-        ds = gdal_call(
-            lambda: rasterio.open(path),
-            lambda m: InputError(
-                f"{path}: not a readable raster ({m}); give a GeoTIFF or another GDAL raster"
-            ),
-        )
-    try:
-        with rasterio.Env():  # GDAL's complaints go to logging, not straight to stderr
-            gdal_call(
-                lambda: ds.read(1, window=Window(ds.width - 1, ds.height - 1, 1, 1)),
-                lambda m: InputError(
-                    f"{path}: the raster is truncated or corrupt ({m}); re-copy or re-export it"
-                ),
-            )
-    except InputError:
-        ds.close()
-        raise
-    if any(np.dtype(dt).kind == "c" for dt in ds.dtypes):
-        ds.close()
-        raise InputError(f"{path}: complex pixel type {ds.dtypes[0]} is not supported")
-    return ds
-
-
-def gdal_call(call: Callable[[], _T], fail: Callable[[str], GeosegError]) -> _T:
-    """``call()``; a rasterio failure raises ``fail(message)``, with no GDAL error chained.
-
-    Dask (tblib) cannot pickle GDAL's errors back from a task: it would send a bare
-    ``Exception(repr)`` instead of the geoseg error.
-    """
-    try:
-        return call()
-    except RasterioError as exc:
-        message = gdal_message(exc)
-    raise fail(message)
-
-
-def gdal_message(exc: Exception) -> str:
-    """The first line of a rasterio error, or of the GDAL error behind a generic one."""
-    cause = exc.__cause__
-    if "See previous exception" in str(exc) and isinstance(cause, Exception):
-        return first_line(cause)
-    return first_line(exc)
-
-
-def _is_georeferenced(ds: rasterio.DatasetReader) -> bool:
-    return ds.crs is not None and not ds.transform.is_identity
-
-
-def _north_up(t: Affine) -> bool:
-    """Whether ``t`` has no rotation or shear term (within 1e-9 of the pixel size)."""
-    tol = 1e-9 * max(abs(t.a), abs(t.e))
-    return abs(t.b) <= tol and abs(t.d) <= tol
-
-
-def _bounds(ds: rasterio.DatasetReader) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) of the four transformed corners, for any affine grid."""
-    t, w, h = ds.transform, ds.width, ds.height
-    xs, ys = zip(*(t @ (c, r) for c in (0, w) for r in (0, h)), strict=True)
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def _grid(ds: rasterio.DatasetReader) -> GeoBox:
-    return GeoBox(ds.width, ds.height, ds.transform, ds.crs)
-
-
-class _Source:
-    """One dataset (some of its bands) aligned onto the scene grid."""
-
-    def __init__(
-        self,
-        ds: rasterio.DatasetReader,
-        grid: GeoBox,
-        *,
-        indexes: Sequence[int],
-        resampling: Resampling,
-        what: str,
-    ) -> None:
-        self.ds = ds
-        self.path = Path(ds.name)
-        self.indexes = list(indexes)
-        self.nodata = ds.nodata
-        self.what = what
-        self.offset: tuple[int, int] | None = None  # (col, row) shift into the source
-        self._vrt: WarpedVRT | None = None
-        self.reader: rasterio.DatasetReader | WarpedVRT = ds
-        src_georef = _is_georeferenced(ds)
-        if not src_georef:
-            if (ds.width, ds.height) != (grid.width, grid.height):
-                raise GridMismatchError(
-                    f"{self.path}: {what} has no georeferencing and its size "
-                    f"{ds.width}x{ds.height} differs from the image's {grid.width}x{grid.height}; "
-                    "give a georeferenced file or one of the image's size"
-                )
-            self.offset = (0, 0)
-            return
-        if grid.crs is None:
-            raise CRSMismatchError(f"{self.path}: cannot align {what} to an image without a CRS")
-        self._check_overlap(ds, grid)
-        if ds.crs != grid.crs:
-            self._warp(grid, resampling)
-            return
-        st, gt = ds.transform, grid.transform
-        same_res = math.isclose(st.a, gt.a, rel_tol=1e-9) and math.isclose(st.e, gt.e, rel_tol=1e-9)
-        if same_res and _north_up(st) and _north_up(gt):
-            col = (gt.c - st.c) / st.a
-            row = (gt.f - st.f) / st.e
-            if abs(col - round(col)) < 1e-3 and abs(row - round(row)) < 1e-3:
-                self.offset = (round(col), round(row))
-                return
-        self._warp(grid, resampling)
-
-    def _check_overlap(self, ds: rasterio.DatasetReader, grid: GeoBox) -> None:
-        # Not ds.bounds: a rotated source (warped, so supported) must not reach affine's
-        # deprecated ``*`` that rasterio uses for it.
-        left, bottom, right, top = gdal_call(
-            lambda: transform_bounds(ds.crs, grid.crs, *_bounds(ds)),
-            lambda m: CRSMismatchError(
-                f"{self.path}: cannot transform {self.what} bounds from {ds.crs} to {grid.crs} "
-                f"({m})"
-            ),
-        )
-        gl, gb, gr, gtop = grid.bounds
-        if left >= gr or right <= gl or bottom >= gtop or top <= gb:
-            raise GridMismatchError(
-                f"{self.path}: {self.what} does not overlap the image (its bounds "
-                f"{tuple(round(v, 2) for v in (left, bottom, right, top))} vs image "
-                f"{tuple(round(v, 2) for v in (gl, gb, gr, gtop))} in {grid.crs}); "
-                "pair each image with the file of the same area"
-            )
-
-    def _warp(self, grid: GeoBox, resampling: Resampling) -> None:
-        float_src = np.dtype(self.ds.dtypes[0]).kind == "f"
-        nodata = self.nodata if self.nodata is not None else (math.nan if float_src else None)
-        kwargs: dict[str, object] = {}
-        if nodata is not None:
-            kwargs["nodata"] = nodata
-            kwargs["src_nodata"] = self.nodata if self.nodata is not None else nodata
-        self._vrt = WarpedVRT(
-            self.ds,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
-            resampling=resampling,
-            **kwargs,
-        )
-        self.reader = self._vrt
-        self.offset = (0, 0)
-        self.nodata = nodata
-        logger.info("%s: %s resampled onto the image grid", self.path, self.what)
-
-    def read(
-        self, window: Window, fill: float
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """Read ``window`` (scene pixel space) boundless: (bands, h, w) float32 and inside-mask."""
-        assert self.offset is not None
-        h, w = int(window.height), int(window.width)
-        out = np.full((len(self.indexes), h, w), fill, dtype=np.float32)
-        inside = np.zeros((h, w), dtype=bool)
-        r0 = int(window.row_off) + self.offset[1]
-        c0 = int(window.col_off) + self.offset[0]
-        rr0, cc0 = max(r0, 0), max(c0, 0)
-        rr1, cc1 = min(r0 + h, self.reader.height), min(c0 + w, self.reader.width)
-        if rr1 <= rr0 or cc1 <= cc0:
-            return out, inside
-        arr = gdal_call(
-            lambda: self.reader.read(self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)),
-            lambda m: InputError(
-                f"{self.path}: reading pixels failed ({m}); the file is truncated or corrupt: "
-                "re-copy or re-export it"
-            ),
-        )
-        dst = (slice(None), slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-        out[dst] = arr
-        inside[dst[1:]] = True
-        return out, inside
-
-    def close(self) -> None:
-        if self._vrt is not None:
-            self._vrt.close()
-        self.ds.close()
 
 
 class Scene:
@@ -334,7 +147,7 @@ class Scene:
     def __init__(self, spec: SceneSpec) -> None:
         self.spec = spec
         self.schema: ClassSchema = load_schema(spec.schema)
-        self._sources: list[_Source] = []
+        self._sources: list[Source] = []
         try:
             self._open_all()
         except BaseException:
@@ -349,10 +162,10 @@ class Scene:
         except BaseException:
             img.close()
             raise
-        self.geobox = _grid(img)
+        self.geobox = grid_of(img)
         # Split the image's bands into plain bands and elevation bands stored in it.
         plain = [(i + 1, n) for i, n in enumerate(names) if n not in _ELEVATION]
-        self._image = _Source(
+        self._image = Source(
             img,
             self.geobox,
             indexes=[i for i, _ in plain],
@@ -361,12 +174,12 @@ class Scene:
         )
         self._sources.append(self._image)
         self._image_names = tuple(n for _, n in plain)
-        self._dsm: _Source | None = None
-        self._ndsm: _Source | None = None
+        self._dsm: Source | None = None
+        self._ndsm: Source | None = None
         for elev in _ELEVATION:
             if elev in names:
                 idx = names.index(elev) + 1
-                src = _Source(
+                src = Source(
                     img, self.geobox, indexes=[idx], resampling=Resampling.bilinear, what=elev
                 )
                 src.nodata = img.nodatavals[idx - 1]
@@ -382,10 +195,10 @@ class Scene:
                     f"{path}: a {elev.upper()} must have 1 band, this file has {c}; "
                     "extract the elevation band"
                 )
-            src = _Source(ds, self.geobox, indexes=[1], resampling=Resampling.bilinear, what=elev)
+            src = Source(ds, self.geobox, indexes=[1], resampling=Resampling.bilinear, what=elev)
             self._sources.append(src)
             setattr(self, f"_{elev}", src)
-        self._labels: _Source | None = None
+        self._labels: Source | None = None
         if spec.labels is not None:
             ds = open_raster(spec.labels, "label")
             if ds.count not in (1, 3, 4) or np.dtype(ds.dtypes[0]) != np.uint8:
@@ -395,7 +208,7 @@ class Scene:
                     f"{spec.labels}: labels must be uint8 with 1 band (class indices) or 3 "
                     f"bands (RGB colour codes); this file has {c} band(s) of {dt}"
                 )
-            self._labels = _Source(
+            self._labels = Source(
                 ds,
                 self.geobox,
                 indexes=[1] if ds.count == 1 else [1, 2, 3],
@@ -419,7 +232,7 @@ class Scene:
                 "EPSG:32633 FILE) or use a georeferenced export"
             )
         t = img.transform
-        if not _north_up(t):  # chips, footprints and blocks are axis-aligned windows
+        if not north_up(t):  # chips, footprints and blocks are axis-aligned windows
             raise InputError(
                 f"{spec.image}: rotated or sheared geotransform (b={t.b:.6g}, d={t.d:.6g}) is "
                 f"not supported; warp it to a north-up grid first, e.g. gdalwarp {spec.image} "
@@ -459,7 +272,7 @@ class Scene:
     # -- reads ------------------------------------------------------------------------
 
     def read(self, window: Window, *, bands: Sequence[str] | None = None) -> SceneBlock:
-        """Read ``bands`` (default: all) over ``window``, boundless.
+        """Read ``bands`` (default: all) over ``window``, boundless, as float32.
 
         Args:
             window: Pixel window on the scene grid; may extend past the edges.
@@ -468,35 +281,55 @@ class Scene:
         Returns:
             A :class:`SceneBlock`; invalid pixels are 0 in ``data`` and False in ``valid``.
         """
+        raw = self.read_raw(window, bands=bands)
+        data = np.empty((len(raw.bands), *raw.valid.shape), dtype=np.float32)
+        for k, (kind, i) in enumerate(raw.sources):
+            data[k] = raw.image[i] if kind == "image" else raw.elevation[i]
+        data[:, ~raw.valid] = 0.0  # every non-finite value is invalid, so none is left
+        return SceneBlock(data=data, valid=raw.valid, bands=raw.bands, window=window)
+
+    def read_raw(self, window: Window, *, bands: Sequence[str] | None = None) -> RawBlock:
+        """Read ``bands`` over ``window``, boundless, image bands in their own pixel type.
+
+        What a model runner sends to its device (a quarter of float32's bytes for uint8
+        imagery): the image bands as stored, the elevation bands as float32, and one validity
+        mask. Values of invalid pixels are unspecified.
+        """
         names = tuple(bands) if bands is not None else self.band_names
         self.check_bands(names)
         h, w = int(window.height), int(window.width)
-        data = np.zeros((len(names), h, w), dtype=np.float32)
         valid = np.ones((h, w), dtype=bool)
-        img_wanted = [n for n in names if n in self._image_names]
+        img_wanted = tuple(n for n in names if n in self._image_names)
+        image: npt.NDArray[np.generic] = np.zeros((0, h, w), dtype=np.uint8)
         if img_wanted:
-            arr, inside = self._image.read(window, fill=0.0)
+            keep = [self._image_names.index(n) for n in img_wanted]
+            arr, inside = self._image.read(window, fill=0, dtype=self._image.dtype)
+            image = arr if keep == list(range(arr.shape[0])) else arr[keep]
             nod = self._image.nodata
-            ok = inside & np.isfinite(arr).all(axis=0)
+            valid &= inside
+            if image.dtype.kind == "f":
+                valid &= np.isfinite(arr).all(axis=0)
             if nod is not None and not math.isnan(nod):
-                ok &= ~(arr == nod).all(axis=0)
+                valid &= ~(arr == nod).all(axis=0)
+        elev_wanted = tuple(n for n in names if n in _ELEVATION)
+        elevation = np.empty((len(elev_wanted), h, w), dtype=np.float32)
+        for k, n in enumerate(elev_wanted):
+            if n == "dsm":
+                assert self._dsm is not None
+                elevation[k], ok = self._read_elev(self._dsm, window)
+            else:
+                elevation[k], ok = self._read_ndsm(window)
             valid &= ok
-            for n in img_wanted:
-                data[names.index(n)] = arr[self._image_names.index(n)]
-        if "dsm" in names:
-            assert self._dsm is not None
-            dsm, ok = self._read_elev(self._dsm, window)
-            data[names.index("dsm")] = dsm
-            valid &= ok
-        if "ndsm" in names:
-            ndsm, ok = self._read_ndsm(window)
-            data[names.index("ndsm")] = ndsm
-            valid &= ok
-        data[:, ~valid] = 0.0  # every non-finite value is invalid, so none is left
-        return SceneBlock(data=data, valid=valid, bands=names, window=window)
+        sources = tuple(
+            ("image", img_wanted.index(n))
+            if n in img_wanted
+            else ("elevation", elev_wanted.index(n))
+            for n in names
+        )
+        return RawBlock(image=image, elevation=elevation, valid=valid, bands=names, sources=sources)
 
     def _read_elev(
-        self, src: _Source, window: Window
+        self, src: Source, window: Window
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         arr, inside = src.read(window, fill=math.nan)
         a = arr[0]
@@ -510,9 +343,10 @@ class Scene:
             return self._read_elev(self._ndsm, window)
         assert self._dsm is not None
         dsm, ok = self._read_elev(self._dsm, window)
-        ground = self._ground().sample(window)
-        ok &= np.isfinite(ground)
-        nd = np.where(ok, np.maximum(dsm - ground, 0.0), 0.0).astype(np.float32)
+        nd = self._ground().sample(window)  # a new array: made the nDSM in place
+        ok &= np.isfinite(nd)
+        np.subtract(dsm, nd, out=nd)
+        np.maximum(nd, 0.0, out=nd)  # invalid pixels keep any value: readers mask them
         return nd, ok
 
     def _ground(self) -> Ground:

@@ -251,14 +251,21 @@ def _write_cog(
                     write_tags(ds, tags)
             options = {
                 "BLOCKSIZE": str(COG_BLOCKSIZE),
-                "COMPRESS": "DEFLATE",
+                # ZSTD level 1: writes a prediction's map 1.4-2.7x faster than DEFLATE for
+                # files 1.1-1.6x larger (measured on 36 Mpx class maps); every GDAL since
+                # 2.3 (QGIS 3) reads it. ``--co COMPRESS=DEFLATE`` for older readers.
+                "COMPRESS": "ZSTD",
+                "LEVEL": "1",
                 "OVERVIEW_RESAMPLING": resampling,
                 "BIGTIFF": "IF_SAFER",
                 # Compression and overviews on every core: this copy is the serial tail of
                 # a prediction (override with creation option NUM_THREADS).
                 "NUM_THREADS": "ALL_CPUS",
             }
-            options.update({k.upper(): v for k, v in creation_options})
+            user = {k.upper(): v for k, v in creation_options}
+            if "COMPRESS" in user and "LEVEL" not in user:
+                del options["LEVEL"]  # the level was ZSTD's: another method keeps its own
+            options.update(user)
             with atomic_path(final, overwrite=overwrite) as tmp:
                 rasterio.shutil.copy(stage, tmp, driver="COG", **options)
                 aux = final.with_name(final.name + ".aux.xml")

@@ -15,9 +15,12 @@ own resolution, and writes:
   and validation loss, validation mIoU and OA, per-class IoU, seconds, chips/s and the
   fraction of training step time spent waiting for data.
 
-Devices: on CUDA, pinned memory and non-blocking copies, bf16 autocast and channels-last
-memory format; on CPU, fp32. With a fixed seed a CPU run is reproducible, whatever the number
-of DataLoader workers (see :mod:`geoseg.data`).
+Devices: on CUDA, pinned memory and non-blocking copies, bf16 autocast, channels-last
+memory format and the fused AdamW; on CPU, fp32. Within an epoch the host waits for the
+device only where it reads the running training loss (every
+:data:`~geoseg.train._loop.LOG_EVERY` steps) and at the end of validation (its confusion
+matrix and loss). With a fixed seed a CPU run is reproducible, whatever the number of
+DataLoader workers (see :mod:`geoseg.data`).
 
 The package, in the order of a run: :mod:`._config` (options, events, the report),
 :mod:`._plan` (what a run trains on), :mod:`._loop` (the loop and the learning-rate
@@ -31,13 +34,14 @@ from __future__ import annotations
 from geoseg.train._config import TrainConfig, TrainEvent, TrainReport
 from geoseg.train._loop import train
 from geoseg.train._resume import log_path_for, resume_path_for
-from geoseg.train._step import make_loader, train_step
+from geoseg.train._step import adamw_fused, make_loader, train_step
 from geoseg.train._validation import evaluate_chips, evaluate_epoch
 
 __all__ = [
     "TrainConfig",
     "TrainEvent",
     "TrainReport",
+    "adamw_fused",
     "evaluate_chips",
     "evaluate_epoch",
     "log_path_for",

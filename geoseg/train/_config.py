@@ -10,17 +10,18 @@ and saved in every checkpoint and resume state as plain data (:meth:`TrainConfig
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from geoseg.errors import ConfigError
+from geoseg.options import DEVICE_PATTERN, DEVICE_VALUES, Device
 
 __all__ = ["ClassWeighting", "Device", "Schedule", "TrainConfig", "TrainEvent", "TrainReport"]
 
 Schedule = Literal["onecycle", "cosine", "constant"]
-Device = Literal["auto", "cpu", "cuda"]
 ClassWeighting = Literal["none", "median_frequency"]
 
 
@@ -50,7 +51,7 @@ class TrainConfig:
             distance is the store's times this); validation still scores the predictions,
             upsampled, against the labels at the store's resolution.
         augment: Random D4 transforms (flips and quarter turns) of the training chips.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader worker processes (0 reads in the main process).
         cache: Keep downsampled chips in memory after their first read (each worker its own).
         init_weights: A LOCAL ResNet state dict to initialise the backbone from.
@@ -101,8 +102,8 @@ class TrainConfig:
                 f"schedule={self.schedule!r}: use one of {', '.join(get_args(Schedule))}",
             ),
             (
-                self.device in get_args(Device),
-                f"device={self.device!r}: use one of {', '.join(get_args(Device))}",
+                isinstance(self.device, str) and bool(re.fullmatch(DEVICE_PATTERN, self.device)),
+                f"device={self.device!r}: use one of {', '.join(DEVICE_VALUES)}",
             ),
             (
                 self.class_weights in get_args(ClassWeighting),
@@ -155,7 +156,10 @@ class TrainEvent:
         epochs: Total epochs of the run.
         step: Step within the epoch, 1-based (``steps`` for ``epoch`` events).
         steps: Steps per epoch.
-        loss: The step's loss (``step``) or the epoch's mean training loss (``epoch``).
+        loss: ``step``: the mean loss of the steps since the previous log point, read from
+            the device at the log points only (the first step of an epoch, every
+            :data:`~geoseg.train._loop.LOG_EVERY`-th and the last) and repeated by the steps
+            in between; ``epoch``: the epoch's mean training loss.
         lr: Learning rate of the step (or at the end of the epoch).
         val_miou: Latest validation mIoU, None before the first validation or without one.
         val_loss: Latest validation loss, likewise.

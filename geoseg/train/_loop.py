@@ -46,13 +46,24 @@ from geoseg.train._resume import (
     save_resume,
     write_log,
 )
-from geoseg.train._step import make_loader, to_device, train_step
+from geoseg.train._step import adamw_fused, make_loader, to_device, train_step
 from geoseg.train._validation import EvalResult, evaluate_epoch
 
-__all__ = ["EpochStats", "epoch_row", "make_scheduler", "train", "train_epoch"]
+__all__ = [
+    "LOG_EVERY",
+    "EpochStats",
+    "epoch_row",
+    "is_log_step",
+    "make_scheduler",
+    "train",
+    "train_epoch",
+]
 
 # the package's logger: records keep the name they had before the package was split
 logger = logging.getLogger("geoseg.train")
+
+LOG_EVERY = 10
+"""Training steps between two reads of the running loss by the host (see :func:`train_epoch`)."""
 
 
 def make_scheduler(
@@ -94,6 +105,11 @@ class EpochStats:
     compute: float
 
 
+def is_log_step(step: int, steps: int, every: int) -> bool:
+    """Whether a step is a log point: the first, every ``every``-th and the last of an epoch."""
+    return step == 1 or step % every == 0 or step == steps
+
+
 def train_epoch(
     model: nn.Module,
     loader: DataLoader[tuple[torch.Tensor, torch.Tensor]],
@@ -103,14 +119,26 @@ def train_epoch(
     sched: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     on_step: Callable[[int, float, float], None],
+    log_every: int = LOG_EVERY,
 ) -> EpochStats:
-    """One pass over the loader; times the wait for each batch apart from its compute."""
+    """One pass over the loader; times the wait for each batch apart from its compute.
+
+    The losses are summed on the device; the host reads them at the log points only
+    (:func:`is_log_step`), one synchronisation each, so that the host queues the next steps
+    while the device computes. ``on_step(step, loss, lr)`` is called after every step with
+    the mean loss of the steps since the previous log point, as read at the latest one.
+    Time spent waiting for the device is counted as compute (at the log points).
+    """
     model.train()
     t_epoch = time.perf_counter()
     wait = compute = 0.0
-    loss_sum, seen = 0.0, 0
+    steps = len(loader)
+    # sums of loss x chips in float64: the epoch's and the current log interval's
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    seen = interval_chips = 0
+    loss_sum, value = 0.0, math.nan
     it: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
-    for step in range(1, len(loader) + 1):
+    for step in range(1, steps + 1):
         t0 = time.perf_counter()
         x, y = next(it)
         t1 = time.perf_counter()
@@ -118,11 +146,17 @@ def train_epoch(
         loss = train_step(model, x, y, loss_fn=loss_fn, opt=opt, device=device)
         lr = float(opt.param_groups[0]["lr"])
         sched.step()
-        value = float(loss.item())  # synchronises: the step's compute is complete
+        chips = int(x.shape[0])
+        sums += loss.detach().double() * chips
+        seen += chips
+        interval_chips += chips
+        if is_log_step(step, steps, log_every):
+            loss_sum, interval_sum = sums.tolist()  # synchronises: the steps are complete
+            value = interval_sum / interval_chips
+            sums[1].zero_()
+            interval_chips = 0
         wait += t1 - t0
         compute += time.perf_counter() - t1
-        loss_sum += value * int(x.shape[0])
-        seen += int(x.shape[0])
         on_step(step, value, lr)
     return EpochStats(
         loss=loss_sum / max(1, seen),
@@ -260,7 +294,10 @@ def train(
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         torch.backends.cudnn.benchmark = True
     loss_fn.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(
+        params, lr=config.lr, weight_decay=config.weight_decay, fused=adamw_fused(device, params)
+    )
     steps = math.ceil(len(train_ds) / config.batch_size)
     sched = make_scheduler(opt, config, steps * config.epochs)
     train_sampler = SeededSampler(len(train_ds), seed=config.seed, shuffle=True)

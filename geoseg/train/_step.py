@@ -1,14 +1,16 @@
 """One training step and what surrounds it: the device, the DataLoader, a batch on the device.
 
 Public so that the benchmarks time the very code that trains (:func:`train_step`,
-:func:`make_loader`). On CUDA: pinned memory, non-blocking copies, bf16 autocast and
-channels-last memory format; on CPU, fp32.
+:func:`make_loader`, :func:`adamw_fused`). On CUDA: pinned memory, non-blocking copies,
+bf16 autocast, channels-last memory format and the fused AdamW; on CPU, fp32 and torch's
+default AdamW.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from geoseg.data import ChipDataset, SeededSampler
 
-__all__ = ["autocast", "make_loader", "seed_worker", "to_device", "train_step"]
+__all__ = ["adamw_fused", "autocast", "make_loader", "seed_worker", "to_device", "train_step"]
 
 
 def seed_worker(worker_id: int) -> None:
@@ -58,8 +60,34 @@ def make_loader(
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=g,
         persistent_workers=workers > 0,
+        # Not "fork" (Linux's default): the caller may have threads (a model runner, Dask,
+        # tqdm's monitor, OpenMP and GDAL pools); a forked worker can inherit a lock one of
+        # them held and wait on it forever, and the loader with it.
+        multiprocessing_context="spawn" if workers > 0 else None,
         drop_last=False,
     )
+
+
+def adamw_fused(device: torch.device, params: Iterable[torch.Tensor] = ()) -> bool | None:
+    """The ``fused`` argument of :class:`torch.optim.AdamW` for parameters on ``device``.
+
+    On CUDA ``True``: a few fused kernels update every parameter, where the default
+    (foreach) implementation launches many per step. Its state dict has the same keys and
+    shapes (the step counts become tensors on the parameters' device when loaded), so a
+    resume state moves between devices and implementations. Elsewhere ``None``: torch's
+    default, unchanged on the CPU. ``None`` too when a parameter is not a floating-point
+    CUDA tensor (the fused kernel takes no other).
+
+    Args:
+        device: The training device.
+        params: The parameters to optimise (already on ``device``); none to decide by the
+            device alone.
+    """
+    if device.type != "cuda":
+        return None
+    if any(p.device.type != "cuda" or not p.is_floating_point() for p in params):
+        return None
+    return True
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

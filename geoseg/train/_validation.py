@@ -23,13 +23,13 @@ from geoseg._torch import torch_device
 from geoseg.checkpoint import Checkpoint, load_checkpoint
 from geoseg.data import ChipDataset, SeededSampler, chip_gsd
 from geoseg.errors import BandMismatchError, InputError, SchemaError
-from geoseg.evaluate import PixelMetrics, confusion_matrix
+from geoseg.evaluate import PixelMetrics
 from geoseg.schema import IGNORE
 from geoseg.tiles import read_store
 from geoseg.train._config import Device
 from geoseg.train._step import autocast, make_loader, to_device
 
-__all__ = ["EvalResult", "evaluate_chips", "evaluate_epoch"]
+__all__ = ["EvalResult", "confusion_counts", "evaluate_chips", "evaluate_epoch"]
 
 
 @dataclass
@@ -50,11 +50,15 @@ def evaluate_epoch(
 ) -> EvalResult:
     """Predict whole chips; upsample logits to the labels' size; accumulate a confusion matrix.
 
-    The loss is the mean of the batch losses weighted by their valid (non-255) pixels.
+    The loss is the mean of the batch losses weighted by their valid (non-255) pixels. The
+    confusion matrix and the loss sums stay on the device until the end: no batch waits for
+    the host.
     """
     model.eval()
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    loss_sum, weight = 0.0, 0
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    # loss x valid pixels (float64, as the host's sum was) and valid pixels
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    weight = torch.zeros((), dtype=torch.int64, device=device)
     with torch.no_grad():
         for x, y_host in loader:
             x, y = to_device(x, y_host, device)
@@ -69,13 +73,39 @@ def evaluate_epoch(
                 size = (x.shape[-2] * f, x.shape[-1] * f)
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 logits = logits[..., : y.shape[-2], : y.shape[-1]]
-            n_valid = int((y != IGNORE).sum())
-            if loss_fn is not None and n_valid:
-                loss_sum += float(loss_fn(logits, y)) * n_valid
+            if loss_fn is not None:
+                n_valid = (y != IGNORE).sum()
+                batch = loss_fn(logits, y).double() * n_valid
+                loss_sum += torch.where(n_valid > 0, batch, 0.0)  # no loss without a pixel
                 weight += n_valid
-            pred = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            cm += confusion_matrix(pred, y_host.numpy(), num_classes=num_classes)
-    return EvalResult(cm, loss_sum / weight if weight else math.nan)
+            cm += confusion_counts(logits.argmax(dim=1), y, num_classes=num_classes)
+    total, pixels = float(loss_sum.item()), int(weight.item())
+    confusion = cm.reshape(num_classes, num_classes).cpu().numpy()
+    return EvalResult(confusion, total / pixels if pixels else math.nan)
+
+
+def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, *, num_classes: int) -> torch.Tensor:
+    """Counts of (truth, prediction) pairs on the tensors' device, without a host sync.
+
+    As :func:`geoseg.evaluate.confusion_matrix`, flattened: pixels whose truth or prediction
+    is not a class (255, negative, ``>= num_classes``) are not counted.
+
+    Args:
+        pred: Predicted classes, an integer tensor.
+        truth: True classes, an integer tensor of the same shape.
+        num_classes: Number of classes ``C``.
+
+    Returns:
+        An int64 tensor of ``C * C`` counts, index ``truth * C + pred``.
+    """
+    c = num_classes
+    keep = (truth >= 0) & (truth < c) & (pred >= 0) & (pred < c)
+    # excluded pixels go to an extra bin, dropped; scatter_add, unlike bincount, does not
+    # read the largest value back to size its output
+    code = torch.where(keep, truth.long() * c + pred.long(), c * c).reshape(-1)
+    counts = torch.zeros(c * c + 1, dtype=torch.int64, device=code.device)
+    counts.scatter_add_(0, code, torch.ones_like(code))
+    return counts[: c * c]
 
 
 def evaluate_chips(

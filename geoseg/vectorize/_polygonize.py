@@ -32,7 +32,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from geoseg._io import ignoring
 from geoseg.errors import InputError
-from geoseg.raster.scene import gdal_call
+from geoseg.raster.source import gdal_call
 from geoseg.vectorize._clean import node_mask, polygon_parts
 
 __all__ = [

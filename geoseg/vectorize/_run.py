@@ -34,7 +34,7 @@ from shapely.geometry import LineString
 from geoseg._io import atomic_path, check_memory, check_output
 from geoseg.errors import ConfigError, GridMismatchError, InputError
 from geoseg.grid import block_rows, crs_unit_metres
-from geoseg.raster.scene import open_raster
+from geoseg.raster.source import open_raster
 from geoseg.raster.tags import schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 from geoseg.vectorize._features import (

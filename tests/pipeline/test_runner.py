@@ -409,6 +409,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(30)  # reaped: no "subprocess still running" warning later
         for f in logs:
             f.close()
 

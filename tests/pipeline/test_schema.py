@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def _conforms(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> bool:
     if "const" in schema and value != schema["const"]:
         return False
     if "enum" in schema and value not in schema["enum"]:
+        return False
+    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
         return False
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
@@ -100,6 +103,8 @@ def test_the_step_sections_have_the_records_keys_defaults_choices_and_bounds(
         allowed = choices_of(tp)
         if allowed is not None:
             assert prop["enum"] == list(allowed), f.name
+        if spec.pattern is not None:
+            assert prop["pattern"] == spec.pattern, f.name
         if spec.minimum is not None:
             assert f'"minimum": {spec.minimum}' in text, f.name
         if spec.maximum is not None:
@@ -124,6 +129,8 @@ def test_the_shipped_job_files_validate_against_the_schema(name: str) -> None:
     JobFile.model_validate(data, context=job_context(path.parent, check_files=False))
     bad = {**data, "steps": {**data["steps"], "predict": {"device": "gpu"}}}
     assert not _conforms(bad, schema, schema["$defs"])
+    good = {**data, "steps": {**data["steps"], "predict": {"device": "cuda:1"}}}
+    assert _conforms(good, schema, schema["$defs"])
     bad = {**data, "steps": {**data["steps"], "evaluate": {"min_miou": 2}}}
     assert not _conforms(bad, schema, schema["$defs"])
     assert not _conforms({**data, "colour": "red"}, schema, schema["$defs"])

@@ -42,5 +42,12 @@ def test_outputs_are_cogs_with_provenance_and_a_sidecar(tmp_path: Path) -> None:
     assert side["tiles"]["planned"] == side["tiles"]["computed"] == rep.tiles
     assert side["blocks"]["total"] == rep.blocks > 1
     assert side["options"]["block_size"] == 64
-    assert set(side["timings"]) >= {"read_s", "model_wait_s", "blend_s", "wall_s"}
+    assert set(side["timings"]) >= {"read_s", "model_wait_s", "device_cpu_s", "wall_s"}
+    # what the options resolved to, where the blocks ran
+    assert side["resolved"]["devices"] == ["cpu"]
+    assert side["resolved"]["precision"] == ["fp32"]
+    assert side["resolved"]["batch_size"] == [4]
+    assert side["resolved"]["compile"] is False
+    seams = side["seam_score"]
+    assert seams["border_pairs"] > 0 and seams["interior_pairs"] > 0
     assert not output_paths(tmp_path / "out", spec.id)["work"].exists()

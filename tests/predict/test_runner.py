@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from geoseg.blend import Edges
 from geoseg.predict import PredictModel, predict_scenes
 from geoseg.schema import ClassSchema
 from tests.predict.helpers import (
@@ -51,10 +52,41 @@ def recording_model(module: nn.Module) -> PredictModel:
     )  # fmt: skip
 
 
-def test_runner_serves_concurrent_requests_in_full_batches_with_exact_results() -> None:
+EDGES = Edges(top=True, bottom=True, left=True, right=True)  # a tile alone: no taper
+
+
+def strip_of(values: np.ndarray) -> Any:
+    """A raw strip (3 float32 image bands, all valid) holding ``values`` (3, h, w)."""
+    from geoseg.raster import RawBlock
+
+    return RawBlock(
+        image=values.astype(np.float32),
+        elevation=np.zeros((0, *values.shape[1:]), np.float32),
+        valid=np.ones(values.shape[1:], bool),
+        bands=RGB,
+        sources=(("image", 0), ("image", 1), ("image", 2)),
+    )
+
+
+def run_block_on(runner: Any, values: np.ndarray, *, probabilities: bool = True) -> Any:
+    """One block of n side-by-side 8 x 8 tiles (no overlap) through the runner."""
+    from geoseg.blend import Rect
+
+    n = values.shape[2] // 8
+    rect = Rect(0, 0, 8, 8 * n)
+    tiles = [Rect(0, 8 * i, 8, 8) for i in range(n)]
+    keys = [(8, 8, "hann", 0, EDGES, 12) for _ in tiles]
+    block = runner.open_block(rect)
+    runner.submit_strip(block, strip_of(values), rect, tiles, keys).result(timeout=30)
+    return runner.finish_block(
+        block, core=rect, valid=np.ones((8, 8 * n), bool), probabilities=probabilities
+    ).result(timeout=30)
+
+
+def test_runner_serves_concurrent_blocks_in_full_batches_with_exact_results() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from geoseg.blend import quantize_probs
+    from geoseg.blend import decode, quantize_probs
     from geoseg.predict._runner import Runner
 
     module = Recording()
@@ -62,34 +94,39 @@ def test_runner_serves_concurrent_requests_in_full_batches_with_exact_results() 
         recording_model(module), device="cpu", precision="fp32", batch_size=4, tta="none"
     )
     rng = np.random.default_rng(0)
-    requests = [rng.normal(size=(n, 3, 8, 8)).astype(np.float32) for n in (1, 7, 3, 4, 2, 9)]
+    blocks = [rng.normal(size=(3, 8, 8 * n)).astype(np.float32) for n in (1, 7, 3, 4, 2, 9)]
     try:
         with ThreadPoolExecutor(3) as pool:
-            results = list(pool.map(lambda t: runner.submit(t).result(timeout=30), requests))
+            results = list(pool.map(lambda v: run_block_on(runner, v), blocks))
     finally:
         runner.close()
     assert set(module.sizes) == {4}, "every model call takes exactly one full batch"
-    assert len(module.sizes) >= -(-sum(len(r) for r in requests) // 4)
-    for tiles, got in zip(requests, results, strict=True):
-        x = torch.from_numpy(tiles)
+    assert len(module.sizes) >= -(-sum(v.shape[2] // 8 for v in blocks) // 4)
+    for values, got in zip(blocks, results, strict=True):
+        x = torch.from_numpy(values)[None]
         logits = torch.cat([x[:, :1], -x[:, :1], x[:, 1:2] * 0.5], dim=1)
-        want = quantize_probs(torch.softmax(logits, dim=1).numpy())
-        assert got.dtype == np.uint16 and got.shape == (len(tiles), 3, 8, 8)
-        assert np.abs(got.astype(np.int32) - want).max() <= 1
+        q = quantize_probs(torch.softmax(logits, dim=1).numpy())[0].astype(np.int32)
+        w = 1 << 12  # no overlap, no taper: every weight is the full weight
+        sums = np.concatenate([q * w, np.full((1, *q.shape[1:]), w, np.int32)])
+        want_classes, want_probs = decode(sums, np.ones(q.shape[1:], bool), probabilities=True)
+        assert np.array_equal(got.classes, want_classes)
+        assert np.array_equal(got.probs, want_probs)
+        assert got.device == "cpu" and got.device_s > 0
 
 
 @pytest.mark.parametrize(
     ("fail_on_call", "expected"),
     [
-        # batch 2 = last tile of request 1 + first of request 2: both fail, 3 is served
+        # batch 2 = last tile of block 1 + first of block 2: both fail, block 3 is served
         (2, ["failed", "failed", "ok"]),
-        # batch 3 (request 2 only) fails while batch 2 (request 1's last tile) is in flight
+        # batch 3 (block 2 only) fails after block 1's last tile was blended
         (3, ["ok", "failed", "ok"]),
     ],
 )
-def test_runner_hands_a_model_error_to_every_waiting_request(
+def test_runner_hands_a_model_error_to_every_block_in_the_batch(
     fail_on_call: int, expected: list[str]
 ) -> None:
+    from geoseg.blend import Rect
     from geoseg.predict._runner import Runner
 
     gate = threading.Event()
@@ -100,44 +137,74 @@ def test_runner_hands_a_model_error_to_every_waiting_request(
         batch_size=2,
         tta="none",
     )
+    rect = Rect(0, 0, 8, 24)
+    tiles = [Rect(0, 8 * i, 8, 8) for i in range(3)]
+    keys = [(8, 8, "hann", 0, EDGES, 12)] * 3
     try:
-        # Distinct arrays: requests are found by identity, never by comparing their tiles.
-        futures = [runner.submit(np.full((3, 3, 8, 8), i, np.float32)) for i in range(3)]
+        handles = [runner.open_block(rect) for _ in range(3)]
+        futures = [
+            runner.submit_strip(h, strip_of(np.full((3, 8, 24), i, np.float32)), rect, tiles, keys)
+            for i, h in enumerate(handles)
+        ]
         gate.set()
         outcomes = []
-        for f in futures:
+        for h, f in zip(handles, futures, strict=True):
             try:
                 f.result(timeout=30)
+                runner.finish_block(h, core=rect, valid=np.ones((8, 24), bool)).result(timeout=30)
                 outcomes.append("ok")
             except RuntimeError as exc:
                 assert "boom in the model" in str(exc)
+                # the block's finish reports the same error instead of a partial result
+                with pytest.raises(RuntimeError, match="boom in the model"):
+                    runner.finish_block(h, core=rect, valid=np.ones((8, 24), bool)).result(30)
                 outcomes.append("failed")
     finally:
         runner.close()
     assert outcomes == expected
 
 
-def test_a_broken_runner_fails_waiting_and_later_requests_instead_of_hanging(
+def test_a_broken_runner_fails_waiting_and_later_blocks_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from geoseg.blend import Rect
     from geoseg.predict._runner import Runner
 
     def broken(self: object, *args: object) -> None:
         raise RuntimeError("runner bug")
 
-    monkeypatch.setattr(Runner, "_deliver", broken)  # a fault outside the model
+    monkeypatch.setattr(Runner, "_run_batch", broken)  # a fault outside the model
     runner = Runner(
         recording_model(Recording()), device="cpu", precision="fp32", batch_size=2, tta="none"
     )
+    rect = Rect(0, 0, 8, 8)
+    keys = [(8, 8, "hann", 0, EDGES, 12)]
     try:
-        first = runner.submit(np.zeros((1, 3, 8, 8), np.float32))
+        block = runner.open_block(rect)
+        first = runner.submit_strip(block, strip_of(np.zeros((3, 8, 8))), rect, [rect], keys)
         with pytest.raises(RuntimeError, match="runner bug"):
             first.result(timeout=30)
-        later = runner.submit(np.zeros((1, 3, 8, 8), np.float32))
+        later = runner.finish_block(block, core=rect, valid=np.ones((8, 8), bool))
         with pytest.raises(RuntimeError, match="runner bug"):
             later.result(timeout=30)
     finally:
         runner.close()
+
+
+def test_a_busy_runner_is_not_evicted_and_a_closed_one_refuses_new_blocks() -> None:
+    from geoseg.blend import Rect
+    from geoseg.predict._runner import Runner
+
+    runner = Runner(
+        recording_model(Recording()), device="cpu", precision="fp32", batch_size=2, tta="none"
+    )
+    block = runner.open_block(Rect(0, 0, 8, 8))
+    assert runner.busy
+    runner.discard_block(block)
+    assert not runner.busy
+    runner.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.open_block(Rect(0, 0, 8, 8))
 
 
 @pytest.mark.parametrize("tta", ["flip", "d4"])

@@ -1,0 +1,267 @@
+"""The per-pixel work of a prediction, on the device that runs the model.
+
+Everything here takes and returns torch tensors on the model's device (CUDA, or the CPU
+running the very same code):
+
+* :class:`Transfers` moves arrays to the device and results back. On CUDA, copies run on
+  their own stream (so they overlap the model's kernels) from and into pinned host memory,
+  and a result is handed over by a blocking event (the waiting thread sleeps instead of
+  spinning a core). On the CPU a transfer is a view of the same memory.
+* :func:`normalise` turns a raw strip (image bands in their own pixel type, elevation
+  bands float32, a validity mask) into the model's normalised float32 input, zero where
+  invalid: the same float32 arithmetic as ``(x - mean) / std`` on the host.
+* :func:`model_probs` runs the model under test-time augmentation and returns softmax
+  probabilities; :func:`quantize` turns them into the exact integers that
+  :class:`geoseg.blend.Accumulator` sums.
+* :func:`compile_module` wraps ``torch.compile`` (CUDA only; elsewhere it falls back to the
+  eager module with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geoseg.blend import PROB_SCALE
+from geoseg.errors import CheckpointError
+from geoseg.options import TTA
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Transfers",
+    "compile_module",
+    "model_probs",
+    "normalise",
+    "quantize",
+    "tta_views",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Transfers:
+    """Host <-> device copies for one runner (a copy stream and a delivery thread on CUDA).
+
+    Args:
+        device: The model's device.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        import torch
+
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if self.cuda else None
+        self._ready: queue.Queue[tuple[Any, Callable[[], None]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        if self.cuda:
+            self._thread = threading.Thread(target=self._deliver, name="geoseg-copies", daemon=True)
+            self._thread.start()
+
+    def to_device(self, arrays: Sequence[npt.NDArray[Any]]) -> list[torch.Tensor]:
+        """``arrays`` on the device, usable by the model's (current) stream.
+
+        On CUDA each array is copied into pinned memory (torch's caching host allocator keeps
+        a buffer until its copy is done) and sent on the copy stream; the current stream
+        waits for those copies only, not for anything else on the copy stream.
+        """
+        import torch
+
+        hosts = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        if not self.cuda:
+            return hosts
+        assert self._stream is not None
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._stream):
+            out = [h.pin_memory().to(self.device, non_blocking=True) for h in hosts]
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        compute.wait_event(done)
+        for t in out:
+            t.record_stream(compute)  # allocated on the copy stream, used on the compute one
+        return out
+
+    def to_host(
+        self, tensors: Sequence[torch.Tensor], deliver: Callable[[list[npt.NDArray[Any]]], None]
+    ) -> None:
+        """Copy ``tensors`` to host memory, then call ``deliver`` with them as numpy arrays.
+
+        On CUDA the copies wait for the work queued so far on the model's stream, run on the
+        copy stream into pinned buffers, and ``deliver`` is called by the delivery thread
+        once a blocking event says they are done: the caller never waits. On the CPU,
+        ``deliver`` is called at once with copies that own their memory.
+        """
+        import torch
+
+        if not self.cuda:
+            deliver([t.numpy().copy() for t in tensors])
+            return
+        assert self._stream is not None
+        compute = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(compute)
+        with torch.cuda.stream(self._stream):
+            hosts = []
+            for t in tensors:
+                h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                h.copy_(t, non_blocking=True)
+                t.record_stream(self._stream)  # not reused before the copy read it
+                hosts.append(h)
+            done = torch.cuda.Event(blocking=True)
+            done.record(self._stream)
+        self._ready.put((done, lambda: deliver([h.numpy().copy() for h in hosts])))
+
+    def close(self) -> None:
+        """Stop the delivery thread once every pending copy has been delivered."""
+        if self._thread is not None:
+            self._ready.put(None)
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            event, call = item
+            event.synchronize()  # blocking event: sleeps, does not spin
+            call()
+
+
+def normalise(
+    image: torch.Tensor,
+    elevation: torch.Tensor,
+    valid: torch.Tensor | None,
+    sources: Sequence[tuple[str, int]],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    """The model input of a raw strip: ``(x - mean) / std`` per band, float32, 0 if invalid.
+
+    Args:
+        image: (k, h, w) image bands in their own pixel type.
+        elevation: (e, h, w) float32 elevation bands.
+        valid: (h, w) bool, or None when every pixel is valid.
+        sources: Per model band, ``("image", i)`` or ``("elevation", i)``.
+        mean: (bands,) float32 on the device.
+        std: (bands,) float32 on the device.
+
+    Returns:
+        (bands, h, w) float32.
+    """
+    import torch
+
+    h, w = valid.shape if valid is not None else (image.shape[1:] or elevation.shape[1:])
+    x = torch.empty((len(sources), h, w), dtype=torch.float32, device=mean.device)
+    for j, (kind, i) in enumerate(sources):
+        src = image[i] if kind == "image" else elevation[i]
+        torch.sub(src.to(torch.float32), mean[j], out=x[j])
+        x[j].div_(std[j])
+    if valid is not None:
+        x.masked_fill_(~valid, 0.0)
+    return x
+
+
+def tta_views(tta: TTA) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
+    """The (forward, inverse) transforms of a test-time augmentation."""
+    import torch
+
+    def ident(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def flip(dims: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: torch.flip(t, dims)
+
+    def rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: torch.rot90(t, k, dims=(2, 3))
+
+    if tta == "none":
+        return [(ident, ident)]
+    if tta == "flip":
+        return [(ident, ident)] + [(flip(d), flip(d)) for d in ((3,), (2,), (2, 3))]
+
+    def flip_rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: torch.rot90(torch.flip(t, (3,)), k, dims=(2, 3))
+
+    def unrot_flip(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: torch.flip(torch.rot90(t, -k, dims=(2, 3)), (3,))
+
+    views: list[tuple[Callable[[Any], Any], Callable[[Any], Any]]] = []
+    for k in range(4):
+        views.append((rot(k), rot(-k)))
+        views.append((flip_rot(k), unrot_flip(k)))
+    return views
+
+
+def model_probs(
+    module: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    tta: TTA,
+    num_classes: int,
+) -> torch.Tensor:
+    """Softmax probabilities (N, C, H, W) float32, averaged over the TTA views.
+
+    Raises:
+        CheckpointError: The model does not return (N, C, H, W) logits of the input's size.
+    """
+    import torch
+
+    views = tta_views(tta)
+    total: torch.Tensor | None = None
+    for fwd, inv in views:
+        logits = module(fwd(x))
+        if logits.ndim != 4 or logits.shape[1] != num_classes:
+            raise CheckpointError(
+                f"the model returned shape {tuple(logits.shape)} for input "
+                f"{tuple(x.shape)}; expected (N, {num_classes}, H, W) logits"
+            )
+        p = inv(torch.softmax(logits.float(), dim=1))
+        total = p if total is None else total.add_(p)
+    assert total is not None
+    if total.shape[2:] != x.shape[2:]:
+        raise CheckpointError(
+            f"the model returned {tuple(total.shape[2:])} pixels for {tuple(x.shape[2:])} "
+            "tiles; it must keep the input size"
+        )
+    return total if len(views) == 1 else total.div_(len(views))
+
+
+def quantize(probs: torch.Tensor) -> torch.Tensor:
+    """``rint(clip(p, 0, 1) * 65535)`` as int32, in place of ``probs`` where possible.
+
+    The same integers as :func:`geoseg.blend.quantize_probs` (round half to even).
+    """
+    import torch
+
+    return probs.mul_(float(PROB_SCALE)).round_().clamp_(0.0, float(PROB_SCALE)).to(torch.int32)
+
+
+def compile_module(
+    module: torch.nn.Module, device: torch.device, warn: Callable[[str], None]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(module)`` on CUDA; the module itself elsewhere (``warn`` says why).
+
+    Compilation happens lazily at the first call; :class:`geoseg.predict.Runner` times that
+    first batch as the warm-up and falls back to the eager module if it fails.
+    """
+    import torch
+
+    if device.type != "cuda":
+        warn(f"--compile: torch.compile is only used on CUDA; running eagerly on {device}")
+        return module
+    compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(module)  # type: ignore[assignment]
+    return compiled
+
+
+def done_future() -> Future[None]:
+    """A future that is already resolved (work that needed nothing)."""
+    f: Future[None] = Future()
+    f.set_result(None)
+    return f

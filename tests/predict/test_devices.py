@@ -1,0 +1,89 @@
+"""Devices of a prediction: --compile falls back clearly off CUDA; a cluster never mixes devices."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geoseg._dask import WorkerProbe
+from geoseg.errors import ConfigError
+from geoseg.predict import predict_scenes
+from tests.predict.helpers import opts, random_scene, read, three_conv_model
+
+
+def test_compile_off_cuda_warns_runs_eagerly_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = random_scene(tmp_path, 90, 110, seed=3)
+    model = three_conv_model()
+    plain = predict_scenes([spec], model, tmp_path / "plain", options=opts(probabilities=True))[0]
+    with caplog.at_level(logging.WARNING):
+        comp = predict_scenes(
+            [spec], model, tmp_path / "comp", options=opts(probabilities=True, compile=True)
+        )[0]
+    assert any("torch.compile is only used on CUDA" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(read(comp.classes), read(plain.classes))
+    assert np.array_equal(read(comp.probabilities), read(plain.probabilities))  # type: ignore[arg-type]
+    side = json.loads(comp.sidecar.read_text())
+    assert side["resolved"]["compile"] is True
+    assert side["resolved"]["compile_warmup_s"] == 0.0  # nothing was compiled
+
+
+def test_a_cluster_runs_each_worker_on_its_assigned_device(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    spec = random_scene(tmp_path, 90, 110, seed=5)
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        (rep,) = predict_scenes(
+            [spec], three_conv_model(), tmp_path / "out", options=opts(device="auto"), client=client
+        )
+    side = json.loads(rep.sidecar.read_text())
+    assert side["resolved"]["devices"] == ["cpu"]  # auto on GPU-less workers: all on the CPU
+    (local,) = predict_scenes([spec], three_conv_model(), tmp_path / "local", options=opts())
+    assert np.array_equal(read(rep.classes), read(local.classes))
+
+
+def test_a_cluster_that_would_mix_cpu_and_gpu_workers_is_refused_before_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import Client, LocalCluster
+
+    import geoseg.predict._driver as driver
+
+    def mixed(client: object) -> list[WorkerProbe]:
+        return [
+            WorkerProbe(address="tcp://10.0.0.1:4001", host="a", cuda_devices=2, visible=None),
+            WorkerProbe(address="tcp://10.0.0.2:4001", host="b", cuda_devices=0, visible=None),
+        ]
+
+    monkeypatch.setattr(driver, "probe_workers", mixed)
+    spec = random_scene(tmp_path, 60, 60, seed=6)
+    out = tmp_path / "out"
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=1,
+            threads_per_worker=1,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(ConfigError, match="10.0.0.2"):
+            predict_scenes(
+                [spec], three_conv_model(), out, options=opts(device="auto"), client=client
+            )
+    assert not out.exists() or not any(out.iterdir())
