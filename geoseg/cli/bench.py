@@ -93,6 +93,7 @@ def bench() -> None:
 )
 @record_option(PredictOptions, "overlap", callback=check_overlap)
 @record_option(PredictOptions, "block_size")
+@record_option(PredictOptions, "compile")
 @_cache_opt("the synthetic scene and checkpoint")
 @_seconds_opt("model-only")
 @workers_opt
@@ -105,6 +106,7 @@ def bench_predict_cmd(
     tile_size: int,
     overlap: int | None,
     block_size: int,
+    compile: bool,
     cache: str | None,
     seconds: float,
     workers: int,
@@ -112,11 +114,12 @@ def bench_predict_cmd(
     """Measure model, read and end-to-end throughput on a synthetic scene.
 
     (a) the model alone on device-resident tensors, (b) reads through the same reader path,
-    (c) end-to-end prediction, all in scene Mpx/s; the ratio e2e / min(a, b); peak memory.
+    (c) end-to-end prediction, all in scene Mpx/s; the ratio e2e / min(a, b); the seam score;
+    peak memory; (d) the host's CPU-ms per scene Mpx with a 1x1 model beside the read floor.
 
     \b
-    $ geoseg bench predict --size 12000 --model fcn_resnet50 --device cuda --batch-size 32
-    $ geoseg bench predict --size 2048 --model tiny --device cpu
+    $ geoseg bench predict --size 12000 --model fcn_resnet50 --device cuda --compile
+    $ geoseg bench predict --size 6000 --model tiny --device cpu
     """
     from geoseg.bench import bench_predict
 
@@ -132,6 +135,7 @@ def bench_predict_cmd(
         block_size=block_size,
         workers=workers,
         min_model_seconds=seconds,
+        compile=compile,
     )
     for line in report.summary():
         click.echo(line)

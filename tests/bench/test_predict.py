@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from geoseg.bench import measure_predict_memory
@@ -50,3 +51,22 @@ def test_measure_predict_memory_in_a_child_process(tmp_path: Path) -> None:
     report = measure_predict_memory(96, cache=tmp_path, tile_size=64, block_size=64, workers=1)
     assert report.size == 96 and report.peak_rss_mb > 0 and report.tiles > 0
     assert report.blocks >= 1 and not list(tmp_path.glob("mem_out_*"))
+
+
+def test_bench_predict_reports_the_host_cost_beside_the_read_floor(tmp_path: Path) -> None:
+    from geoseg.bench import bench_predict
+
+    rep = bench_predict(
+        size=256, model="tiny", device="cpu", tile_size=64, block_size=128, cache=tmp_path,
+        min_model_seconds=0.05,
+    )  # fmt: skip
+    host = rep.host
+    assert host.floor_ms_per_mpx > 0 and host.total_ms_per_mpx > 0
+    # on the CPU the device work is measured apart and the host is the rest
+    assert 0 < host.device_ms_per_mpx < host.total_ms_per_mpx
+    assert host.host_ms_per_mpx == pytest.approx(host.total_ms_per_mpx - host.device_ms_per_mpx)
+    assert host.ratio == pytest.approx(host.host_ms_per_mpx / host.floor_ms_per_mpx)
+    # a seamless blend of a 1x1 model: tile borders are not special
+    assert rep.seams["border_pairs"] and rep.seams["ratio"] is not None
+    lines = "\n".join(rep.summary())
+    assert "(d) host cost" in lines and "read floor" in lines and "seam score" in lines
