@@ -268,9 +268,10 @@ class Accumulator:
             return
         src = part.slices(tile)
         dst = part.slices(self.rect)
-        w = _tensor(weights_q, torch.int32)[src]
+        dev = self.sums.device
+        w = _tensor(weights_q, torch.int32).to(dev)[src]
         target = self.sums[(slice(None), *dst)]
-        target[:-1].addcmul_(_tensor(probs_q, torch.int32)[(slice(None), *src)], w)
+        target[:-1].addcmul_(_tensor(probs_q, torch.int32).to(dev)[(slice(None), *src)], w)
         target[-1].add_(w)
 
     def add_sums(self, sums: npt.NDArray[np.int32] | torch.Tensor, rect: Rect) -> None:

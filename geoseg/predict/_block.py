@@ -85,6 +85,7 @@ class BlockResult:
     device_s: float
     runtime: tuple[str, str, int, float]  # device, precision, batch size, warm-up seconds
     seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 def iter_raw_rows(
@@ -261,4 +262,5 @@ def _run(
         device_s=out.device_s,
         runtime=(out.device, out.precision, out.batch_size, out.warmup_s),
         seconds=time.perf_counter() - t_start,
+        warnings=out.warnings,
     )

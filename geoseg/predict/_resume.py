@@ -204,6 +204,7 @@ class SceneRun:
             self.stats["wait_s"] += res.wait_s
             self.stats["device_s"] += res.device_s
             self.runtimes.add(res.runtime)
+            self.warnings.extend(w for w in res.warnings if w not in self.warnings)
             self.stats["block_s"] += res.seconds
             ready = self._claim_seals([b, *self.plan.dependents(b)])
         for d in ready:

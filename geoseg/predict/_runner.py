@@ -115,6 +115,7 @@ class BlockOutput:
         device_s: CPU seconds the model thread spent on this block's work (its share of
             every batch): on the CPU that is the per-pixel work; on CUDA, launching it.
         warmup_s: Seconds of the runner's first (compiling) batch; 0 without ``compile``.
+        warnings: What the runner warned about (``--compile`` falling back).
     """
 
     classes: npt.NDArray[np.uint8]
@@ -126,6 +127,7 @@ class BlockOutput:
     batch_size: int
     device_s: float
     warmup_s: float = 0.0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -517,6 +519,7 @@ class Runner:
                     batch_size=self.batch_size,
                     device_s=block.device_s,
                     warmup_s=self.compile_s,
+                    warnings=tuple(self.warnings),
                 ),
             )
 

@@ -87,3 +87,26 @@ def test_a_cluster_that_would_mix_cpu_and_gpu_workers_is_refused_before_any_outp
                 [spec], three_conv_model(), out, options=opts(device="auto"), client=client
             )
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_failed_compile_falls_back_to_the_eager_model_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoseg.predict._runner as runner_mod
+
+    def failing_compile(module: object, device: object, warn: object) -> object:
+        def compiled(x: object) -> object:
+            raise RuntimeError("inductor: no working C compiler")
+
+        return compiled
+
+    monkeypatch.setattr(runner_mod, "compile_module", failing_compile)
+    spec = random_scene(tmp_path, 80, 90, seed=7)
+    model = three_conv_model(sha256="c" * 64)  # its own runner: not one cached by another test
+    (rep,) = predict_scenes([spec], model, tmp_path / "out", options=opts(compile=True))
+    (plain,) = predict_scenes([spec], three_conv_model(), tmp_path / "plain", options=opts())
+    assert np.array_equal(read(rep.classes), read(plain.classes))
+    side = json.loads(rep.sidecar.read_text())
+    assert any("torch.compile failed" in w for w in side["warnings"])
+    assert any("torch.compile failed" in w for w in rep.warnings)
+    assert side["resolved"]["compile_warmup_s"] > 0  # the failed attempt was timed
