@@ -98,9 +98,16 @@ def _client(
             dlog.setLevel(max(level, logging.WARNING))
         with (
             _restore_level(dlog, level),
-            # The worker's statistical profiler samples every thread 100 times a second:
-            # a core's worth of CPU over a long prediction, for a dashboard nobody sees.
-            dask.config.set({"distributed.worker.profile.enabled": False}),
+            # An in-process cluster of one worker needs no statistical profiler (it samples
+            # every thread 100 times a second for a dashboard nobody sees), no work stealing
+            # (there is no other worker) and no 20 ms watchdog tick: CPU the host keeps.
+            dask.config.set(
+                {
+                    "distributed.worker.profile.enabled": False,
+                    "distributed.scheduler.work-stealing": False,
+                    "distributed.admin.tick.interval": "1s",
+                }
+            ),
             LocalCluster(
                 processes=False,
                 n_workers=1,

@@ -25,6 +25,7 @@ from geoseg.options import Device, Precision, check_device
 
 __all__ = [
     "LOAD_ERRORS",
+    "cpu_threads",
     "is_cuda",
     "resolve_batch_size",
     "resolve_device",
@@ -180,3 +181,12 @@ def _refusal(exc: BaseException) -> str:
         if "GLOBAL" in line or "Unsupported" in line:
             return line.strip()[:160]
     return first_line(exc, 160, "unsafe content")
+
+
+def cpu_threads() -> int:
+    """Intra-op threads of a model thread on the CPU: half the cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(1, cores // 2)

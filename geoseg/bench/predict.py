@@ -6,9 +6,8 @@ architecture, and measures
 
 (a) model-only throughput on device-resident tensors, at the same model, batch size,
     precision and tile size as the prediction;
-(b) raw read throughput of the scene through the same reader path as the prediction
-    (one windowed read per tile row, band mapping and normalisation included), with the
-    same number of threads;
+(b) read throughput of the scene through the prediction's reader (one windowed read per
+    block, as stored, the derived nDSM included), with the same number of threads;
 (c) end-to-end prediction (:func:`geoseg.predict.predict_scenes`, COG writing included);
 
 all in scene megapixels per second (a) counts the tile overlap: the model processes
@@ -41,7 +40,7 @@ from geoseg.bench.scene import BENCH_BANDS, IMAGE_BANDS, bench_checkpoint, bench
 from geoseg.blend import plan_blocks
 from geoseg.errors import InputError
 from geoseg.options import Device, Precision, check_overlap, default_overlap
-from geoseg.predict import PredictModel, PredictOptions, iter_raw_rows, predict_scenes
+from geoseg.predict import PredictModel, PredictOptions, predict_scenes, read_block_area
 from geoseg.raster import SceneSpec
 
 if TYPE_CHECKING:
@@ -207,10 +206,8 @@ def _read_throughput(
     plan = plan_blocks(shape, tile_size=tile, overlap=overlap, block_size=block)
 
     def read_block(b: tuple[int, int]) -> int:
-        n = 0
-        for _strip, raw, _s in iter_raw_rows(spec, plan.tile_rows(b), bands=model.bands):
-            n += raw.valid.size
-        return n
+        _area, raw, _s = read_block_area(spec, plan, b, bands=model.bands)
+        return int(raw.valid.size)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:

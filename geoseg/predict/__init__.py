@@ -8,10 +8,10 @@ How a scene is predicted:
    tile is ever computed twice, and each pixel always sees the same tiles whatever the
    block size.
 2. **Block tasks** (Dask workers; tasks get paths, never open handles): a task opens the
-   scene and reads its tiles straight from the big files one tile row at a time, as stored
-   (one windowed read per row, prefetched in a thread while the device works: uint8 image
-   bands stay uint8), and sends each row to the process's model runner. Tiles without a
-   single valid pixel are skipped.
+   scene and reads what its tiles cover straight from the big files, as stored, in one
+   windowed read (rows shared by overlapping tiles are read once; uint8 bands stay uint8),
+   and sends it with its tiles to the process's model runner. Tiles without a single valid
+   pixel are skipped.
 3. **Model runner**: ONE per worker process and model hash (a per-process cache), on its
    device, fed by a queue that every task of the process shares. Everything per pixel
    happens on the device: normalisation, full batches of tiles cut from the rows (the last
@@ -55,7 +55,7 @@ tile rows of input; it never depends on the scene size.
 
 from __future__ import annotations
 
-from geoseg.predict._block import iter_raw_rows
+from geoseg.predict._block import read_block_area
 from geoseg.predict._driver import predict_scenes
 from geoseg.predict._model import PredictModel
 from geoseg.predict._types import PredictOptions, PredictReport, output_paths
@@ -64,7 +64,7 @@ __all__ = [
     "PredictModel",
     "PredictOptions",
     "PredictReport",
-    "iter_raw_rows",
     "output_paths",
     "predict_scenes",
+    "read_block_area",
 ]

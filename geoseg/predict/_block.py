@@ -1,24 +1,22 @@
-"""Block tasks (run on Dask workers): read a block's strips, send them to the model runner.
+"""Block tasks (run on Dask workers): read a block's tiles, send them to the model runner.
 
-A task gets paths, never open handles: it opens the scene and reads the block's tiles
-straight from the big files one tile row at a time, as stored (one windowed read per row,
-prefetched in a thread while the device works, :func:`iter_raw_rows`). Rows go to the
-process's model runner (:mod:`geoseg.predict._runner`), which normalises, predicts and
-blends them on the model's device; tiles without a single valid pixel are skipped. When the
-model was trained at a coarser GSD (:func:`gsd_scale`) the task averages scene pixels into
-model pixels itself (the training rule). The result (:class:`BlockResult`) holds the
-block's decoded core, its seams and the pieces it owes to its neighbours.
+A task gets paths, never open handles: it opens the scene and reads everything the block's
+tiles cover straight from the big files, as stored, in one windowed read
+(:func:`read_block_area`: rows shared by overlapping tiles are read once; uint8 stays uint8).
+It sends the area and its tiles to the process's model runner (:mod:`geoseg.predict._runner`),
+which normalises, predicts and blends them on the model's device; tiles without a single
+valid pixel are skipped. When the model was trained at a coarser GSD (:func:`gsd_scale`) the
+task averages scene pixels into model pixels itself (the training rule). The result
+(:class:`BlockResult`) holds the block's decoded core, its seams and the pieces it owes to its
+neighbours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
-from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +30,7 @@ from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._runner import BlockHandle, Runner, get_runner
 from geoseg.raster import RawBlock, SceneSpec
 
-__all__ = ["BlockJob", "BlockResult", "gsd_scale", "iter_raw_rows", "run_block"]
-
-_ROWS_AHEAD = 2  # tile rows a block task keeps queued at the model runner
+__all__ = ["BlockJob", "BlockResult", "gsd_scale", "read_block_area", "run_block"]
 
 
 @dataclass(frozen=True)
@@ -88,42 +84,29 @@ class BlockResult:
     warnings: tuple[str, ...] = ()
 
 
-def iter_raw_rows(
-    spec: SceneSpec, rows: Sequence[Sequence[Rect]], *, bands: Sequence[str]
-) -> Generator[tuple[Rect, RawBlock, float], None, None]:
-    """Read rows of tiles straight from a scene, as stored, one windowed read per row.
+def read_block_area(
+    spec: SceneSpec, plan: BlockPlan, block: tuple[int, int], *, bands: Sequence[str]
+) -> tuple[Rect, RawBlock, float]:
+    """Read everything ``block``'s own tiles cover, as stored, in one windowed read.
 
-    The next row is read in a background thread while the caller works on the current one
-    (GDAL releases the GIL). The scene is opened here and used by that thread only.
+    One read per block, not per tile row: rows of overlapping tiles are read once.
 
-    Args:
-        spec: The scene.
-        rows: Tiles grouped by row (each row: same rows, increasing columns).
-        bands: Band names to read, in model channel order.
-
-    Yields:
-        ``(strip, raw, seconds)``: the strip rectangle, its bands as stored
-        (:meth:`geoseg.raster.Scene.read_raw`) and the read time.
+    Returns:
+        ``(area, raw, seconds)``: the rectangle read (it may reach past the scene: boundless),
+        its bands as stored (:meth:`geoseg.raster.Scene.read_raw`) and the read time.
     """
-    names = tuple(bands)
-
-    def read(scene: Any, row: Sequence[Rect]) -> tuple[Rect, RawBlock, float]:
-        t0 = time.perf_counter()
-        strip = Rect(
-            row[0].row, row[0].col, row[0].height, row[-1].col + row[-1].width - row[0].col
+    t0 = time.perf_counter()
+    rows = plan.tile_rows(block)
+    first, last = rows[0][0], rows[-1][-1]
+    area = Rect(
+        first.row, first.col, last.row + last.height - first.row, last.col + last.width - first.col
+    )
+    with spec.open() as scene:
+        # a derived nDSM is made on the model's device, from the DSM and the ground's taps
+        raw = scene.read_raw(
+            Window(area.col, area.row, area.width, area.height), bands=bands, derive_ndsm=False
         )
-        raw = scene.read_raw(Window(strip.col, strip.row, strip.width, strip.height), bands=names)
-        return strip, raw, time.perf_counter() - t0
-
-    if not rows:
-        return
-    with spec.open() as scene, ThreadPoolExecutor(1, thread_name_prefix="geoseg-read") as pool:
-        nxt = pool.submit(read, scene, rows[0])
-        for k in range(len(rows)):
-            item = nxt.result()
-            if k + 1 < len(rows):
-                nxt = pool.submit(read, scene, rows[k + 1])
-            yield item
+    return area, raw, time.perf_counter() - t0
 
 
 def gsd_scale(scene_gsd: float | None, model_gsd: float) -> int:
@@ -149,6 +132,7 @@ def _coarse_tiles(
     """
     import torch
 
+    g = raw.ground
     x = normalise(
         torch.from_numpy(raw.image),
         torch.from_numpy(raw.elevation),
@@ -156,6 +140,7 @@ def _coarse_tiles(
         raw.sources,
         torch.tensor(meta.mean, dtype=torch.float32),
         torch.tensor(meta.std, dtype=torch.float32),
+        None if g is None else [torch.from_numpy(a) for a in (g.rows, g.c0, g.c1, g.tc)],
     ).numpy()
     stacked = np.stack([x[(slice(None), *t.slices(strip))] for t in tiles])
     tile_valid = np.stack([raw.valid[t.slices(strip)] for t in tiles])
@@ -193,46 +178,24 @@ def _run(
     t_start: float,
 ) -> BlockResult:
     plan, block = job.plan, job.block
-    valid = np.zeros((brect.height, brect.width), dtype=bool)
-    rows = plan.tile_rows(block)
-    read_s = wait_s = 0.0
-    tiles = skipped = 0
-    pending: deque[Future[None]] = deque()
-    strips = iter_raw_rows(job.spec, rows, bands=meta.bands)
-    with contextlib.closing(strips):
-        for row, (strip, raw, seconds) in zip(rows, strips, strict=True):
-            read_s += seconds
-            part = strip.intersect(brect)
-            valid[part.slices(brect)] = raw.valid[part.slices(strip)]
-            every = raw.valid.all()
-            sel = [t for t in row if every or raw.valid[t.slices(strip)].any()]
-            skipped += len(row) - len(sel)
-            if sel:
-                keys = [
-                    (
-                        t.height,
-                        t.width,
-                        job.blend,
-                        job.overlap,
-                        tile_edges(t, plan.shape),
-                        job.weight_bits,
-                    )
-                    for t in sel
-                ]
-                if job.scale > 1:
-                    coarse = _coarse_tiles(raw, strip, sel, meta, job.scale)
-                    pending.append(runner.submit_tiles(handle, coarse, sel, keys))
-                else:
-                    pending.append(runner.submit_strip(handle, raw, strip, sel, keys))
-                tiles += len(sel)
-            del raw
-            t0 = time.perf_counter()
-            while len(pending) > _ROWS_AHEAD:
-                pending.popleft().result()
-            wait_s += time.perf_counter() - t0
+    area, raw, read_s = read_block_area(job.spec, plan, block, bands=meta.bands)
+    valid = raw.valid[brect.slices(area)].copy()
+    every = raw.valid.all()
+    tiles = [t for row in plan.tile_rows(block) for t in row]
+    sel = [t for t in tiles if every or raw.valid[t.slices(area)].any()]
     t0 = time.perf_counter()
-    while pending:
-        pending.popleft().result()
+    if sel:
+        keys = [
+            (t.height, t.width, job.blend, job.overlap, tile_edges(t, plan.shape), job.weight_bits)
+            for t in sel
+        ]
+        if job.scale > 1:
+            coarse = _coarse_tiles(raw, area, sel, meta, job.scale)
+            done = runner.submit_tiles(handle, coarse, sel, keys)
+        else:
+            done = runner.submit_strip(handle, raw, area, sel, keys)
+        del raw
+        done.result()
     seams = plan.seam_rects(block)
     pieces = [(d, plan.piece_rect(block, d)) for d in plan.dependents(block)]
     pieces = [(d, r) for d, r in pieces if not r.empty]
@@ -244,7 +207,6 @@ def _run(
         pieces=[r for _, r in pieces],
         probabilities=job.probabilities,
     ).result()
-    wait_s += time.perf_counter() - t0
     return BlockResult(
         scene_index=job.scene_index,
         block=block,
@@ -255,10 +217,10 @@ def _run(
             for r, sums in zip(seams, out.seams, strict=True)
         ],
         pieces=[(d, r, sums) for (d, r), sums in zip(pieces, out.pieces, strict=True)],
-        tiles=tiles,
-        skipped=skipped,
+        tiles=len(sel),
+        skipped=len(tiles) - len(sel),
         read_s=read_s,
-        wait_s=wait_s,
+        wait_s=time.perf_counter() - t0,
         device_s=out.device_s,
         runtime=(out.device, out.precision, out.batch_size, out.warmup_s),
         seconds=time.perf_counter() - t_start,

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from geoseg.blend import PROB_SCALE
 from geoseg.errors import CheckpointError
 from geoseg.options import TTA
+from geoseg.raster.ground import interpolate_columns
 
 if TYPE_CHECKING:
     import torch
@@ -141,6 +142,7 @@ def normalise(
     sources: Sequence[tuple[str, int]],
     mean: torch.Tensor,
     std: torch.Tensor,
+    ground: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The model input of a raw strip: ``(x - mean) / std`` per band, float32, 0 if invalid.
 
@@ -148,9 +150,12 @@ def normalise(
         image: (k, h, w) image bands in their own pixel type.
         elevation: (e, h, w) float32 elevation bands.
         valid: (h, w) bool, or None when every pixel is valid.
-        sources: Per model band, ``("image", i)`` or ``("elevation", i)``.
+        sources: Per model band, ``("image", i)``, ``("elevation", i)`` or
+            ``("dsm-ground", i)`` (the nDSM ``max(0, elevation[i] - ground)``, made here).
         mean: (bands,) float32 on the device.
         std: (bands,) float32 on the device.
+        ground: The :class:`geoseg.raster.ground.GroundPatch` fields (rows, c0, c1, tc) on
+            the device, for a ``"dsm-ground"`` band.
 
     Returns:
         (bands, h, w) float32.
@@ -160,7 +165,13 @@ def normalise(
     h, w = valid.shape if valid is not None else (image.shape[1:] or elevation.shape[1:])
     x = torch.empty((len(sources), h, w), dtype=torch.float32, device=mean.device)
     for j, (kind, i) in enumerate(sources):
-        src = image[i] if kind == "image" else elevation[i]
+        if kind == "dsm-ground":
+            assert ground is not None
+            src = interpolate_columns(*ground)  # the same bits as the host's nDSM
+            torch.sub(elevation[i], src, out=src)
+            src.clamp_(min=0.0)
+        else:
+            src = image[i] if kind == "image" else elevation[i]
         torch.sub(src.to(torch.float32), mean[j], out=x[j])
         x[j].div_(std[j])
     if valid is not None:

@@ -207,7 +207,9 @@ def _drive(
     ac = as_completed(loop=client.loop)  # this client's loop, not the default client's
     # Results are persisted (and seams completed) by a few driver threads, so that the driver
     # keeps up with many workers and a fast GPU; a bounded number of results wait for them.
-    writers = ThreadPoolExecutor(_DRIVER_THREADS, thread_name_prefix="geoseg-persist")
+    writers = ThreadPoolExecutor(
+        _DRIVER_THREADS, thread_name_prefix="geoseg-persist", initializer=_one_torch_thread
+    )
     max_waiting = min(threads, 2 * _DRIVER_THREADS)  # results held by the driver
     writing: set[Future[None]] = set()
 
@@ -261,6 +263,17 @@ def _drive(
     if failed is not None:
         job = jobs[failed.key]
         raise _block_error(failed, job, runs[job.scene_index])
+
+
+def _one_torch_thread() -> None:
+    """Seams are decoded with torch on small arrays: in this thread, without a thread pool.
+
+    (Intra-op threads are per calling thread; idle pool threads spin, which costs the host
+    CPU for nothing.)
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _block_error(fut: Any, job: BlockJob, run: SceneRun) -> GeosegError:
@@ -342,8 +355,10 @@ def _check_sizes(
     )
     rows = max(b - a for a, b in map(plan.rows.extent, range(plan.rows.n_blocks)))
     cols = max(b - a for a, b in map(plan.cols.extent, range(plan.cols.n_blocks)))
-    # int32 sums of every class and the weights; the block's classes and probabilities
-    block = rows * cols * ((classes + 1) * 4 + 1 + (classes if options.probabilities else 0))
+    # int32 sums of every class and the weights; the block's classes and probabilities; its
+    # area as read (at most 4 bytes a band, and the mask) and normalised (float32)
+    per_px = (classes + 1) * 4 + 1 + (classes if options.probabilities else 0)
+    block = rows * cols * (per_px + len(meta.bands) * 8 + 1)
     check_memory(
         block,
         what=(

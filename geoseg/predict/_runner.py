@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from geoseg._torch import resolve_batch_size, resolve_device, resolve_precision
+from geoseg._torch import cpu_threads, resolve_batch_size, resolve_device, resolve_precision
 from geoseg.blend import (
     Accumulator,
     BlendKind,
@@ -66,7 +66,6 @@ __all__ = [
     "Runner",
     "WeightKey",
     "bound_gdal_cache",
-    "cpu_threads",
     "get_runner",
 ]
 
@@ -86,7 +85,7 @@ WeightKey = tuple[int, int, BlendKind, int, Edges, int]
 
 @dataclass(eq=False)
 class BlockHandle:
-    """One output block open on a runner: its accumulator lives on the runner's device.
+    """One output block open on a runner (its accumulator lives on the runner's device).
 
     Attributes:
         rect: The scene pixels its own tiles cover (the accumulator's rectangle).
@@ -362,11 +361,14 @@ class Runner:
                 raw, strip = item.raw, item.strip
                 assert strip is not None
                 every = bool(raw.valid.all())
+                g = raw.ground
+                patch: list[npt.NDArray[Any]] = [] if g is None else [g.rows, g.c0, g.c1, g.tc]
                 image, elev, *rest = self.transfers.to_device(
-                    [raw.image, raw.elevation] + ([] if every else [raw.valid])
+                    [raw.image, raw.elevation, *patch, *([] if every else [raw.valid])]
                 )
+                ground, mask = (rest[:4], rest[4:]) if patch else (None, rest)
                 x = normalise(
-                    image, elev, rest[0] if rest else None, raw.sources, self.mean, self.std
+                    image, elev, mask[0] if mask else None, raw.sources, self.mean, self.std, ground
                 )
                 views = [x[(slice(None), *t.slices(strip))] for t in item.tiles]
             else:
@@ -531,15 +533,6 @@ class Runner:
         block.acc = None
         for item in items:
             _set_exception(item.future, exc)
-
-
-def cpu_threads() -> int:
-    """Intra-op threads of a model thread on the CPU: half the cores this process may use."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 2
-    return max(1, cores // 2)
 
 
 def _set_exception(fut: Future[Any], exc: BaseException) -> None:

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +34,10 @@ __all__ = [
     "GROUND_SMOOTH_CELLS",
     "DsmReader",
     "Ground",
+    "GroundPatch",
     "cached_ground",
     "estimate_ground",
+    "interpolate_columns",
     "linear_taps",
 ]
 
@@ -68,6 +71,10 @@ class Ground:
         columns; the same values as ``scipy.ndimage.map_coordinates(order=1,
         mode="nearest")`` at a fraction of its cost.
         """
+        return self.patch(window).sample()
+
+    def patch(self, window: Window) -> GroundPatch:
+        """What :meth:`sample` needs for ``window``, small: interpolated coarse rows and taps."""
         h, w = int(window.height), int(window.width)
         f = self.factor
         r0, r1, tr = linear_taps(
@@ -76,16 +83,53 @@ class Ground:
         c0, c1, tc = linear_taps(
             (np.arange(w) + int(window.col_off) + 0.5) / f - 0.5, self.grid.shape[1]
         )
-        if h == 0 or w == 0:
-            return np.zeros((h, w), dtype=np.float32)
-        lo, hi = int(c0.min()), int(c1.max()) + 1  # only the coarse columns the window needs
+        lo = int(c0.min()) if w else 0
+        hi = int(c1.max()) + 1 if w else 0  # only the coarse columns the window needs
         g = self.grid[:, lo:hi]
         rows = (g[r0].astype(np.float64) * (1.0 - tr)[:, None] + g[r1] * tr[:, None]).astype(
             np.float32
         )
-        out = rows[:, c0 - lo]  # (h, w), a new array
-        out += (rows[:, c1 - lo] - out) * tc.astype(np.float32)
-        return out
+        return GroundPatch(
+            rows=rows,
+            c0=(c0 - lo).astype(np.int64),
+            c1=(c1 - lo).astype(np.int64),
+            tc=tc.astype(np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class GroundPatch:
+    """The ground under one window, before its last (column) interpolation.
+
+    ``ground[r, c] = rows[r, c0[c]] + (rows[r, c1[c]] - rows[r, c0[c]]) * tc[c]``: a few KB
+    that a model runner sends to its device with the DSM, where the nDSM is made.
+
+    Attributes:
+        rows: (h, k) float32: the coarse columns, interpolated at the window's rows.
+        c0: (w,) left coarse column of each pixel column.
+        c1: (w,) right coarse column.
+        tc: (w,) float32 weight of the right one.
+    """
+
+    rows: npt.NDArray[np.float32]
+    c0: npt.NDArray[np.int64]
+    c1: npt.NDArray[np.int64]
+    tc: npt.NDArray[np.float32]
+
+    def sample(self) -> npt.NDArray[np.float32]:
+        """The ground heights (h, w) float32."""
+        return interpolate_columns(self.rows, self.c0, self.c1, self.tc)
+
+
+def interpolate_columns(rows: Any, c0: Any, c1: Any, tc: Any) -> Any:
+    """``rows[:, c0] + (rows[:, c1] - rows[:, c0]) * tc`` in float32, numpy or torch alike.
+
+    The one formula of the ground's last interpolation: the host (numpy) and a model's
+    device (torch) get the same bits.
+    """
+    out = rows[:, c0]  # (h, w), a new array
+    out += (rows[:, c1] - out) * tc
+    return out
 
 
 def linear_taps(

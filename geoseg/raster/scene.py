@@ -40,7 +40,7 @@ from geoseg.errors import (
     CRSMismatchError,
     InputError,
 )
-from geoseg.raster.ground import Ground, cached_ground, estimate_ground
+from geoseg.raster.ground import Ground, GroundPatch, cached_ground, estimate_ground
 from geoseg.raster.source import Source, grid_of, north_up, open_raster
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
@@ -102,7 +102,9 @@ class RawBlock:
         elevation: The requested elevation bands (e, rows, cols) float32.
         valid: bool (rows, cols), as in :class:`SceneBlock`.
         bands: The requested band names, in order.
-        sources: For each requested band, ``("image", i)`` or ``("elevation", i)``: where it is.
+        sources: For each requested band, ``("image", i)`` or ``("elevation", i)``: where it
+            is; ``("dsm-ground", i)``: the nDSM is ``max(0, elevation[i] - ground)``.
+        ground: The ground under the window when a band is ``"dsm-ground"``, else None.
     """
 
     image: npt.NDArray[np.generic]
@@ -110,6 +112,7 @@ class RawBlock:
     valid: npt.NDArray[np.bool_]
     bands: tuple[str, ...]
     sources: tuple[tuple[str, int], ...]
+    ground: GroundPatch | None = None
 
 
 @dataclass(frozen=True)
@@ -288,12 +291,20 @@ class Scene:
         data[:, ~raw.valid] = 0.0  # every non-finite value is invalid, so none is left
         return SceneBlock(data=data, valid=raw.valid, bands=raw.bands, window=window)
 
-    def read_raw(self, window: Window, *, bands: Sequence[str] | None = None) -> RawBlock:
+    def read_raw(
+        self,
+        window: Window,
+        *,
+        bands: Sequence[str] | None = None,
+        derive_ndsm: bool = True,
+    ) -> RawBlock:
         """Read ``bands`` over ``window``, boundless, image bands in their own pixel type.
 
         What a model runner sends to its device (a quarter of float32's bytes for uint8
         imagery): the image bands as stored, the elevation bands as float32, and one validity
-        mask. Values of invalid pixels are unspecified.
+        mask. Values of invalid pixels are unspecified. With ``derive_ndsm=False`` a derived
+        nDSM is left to the reader's device: its band holds the DSM (source kind
+        ``"dsm-ground"``) and :attr:`RawBlock.ground` the ground under the window.
         """
         names = tuple(bands) if bands is not None else self.band_names
         self.check_bands(names)
@@ -312,21 +323,41 @@ class Scene:
             if nod is not None and not math.isnan(nod):
                 valid &= ~(arr == nod).all(axis=0)
         elev_wanted = tuple(n for n in names if n in _ELEVATION)
-        elevation = np.empty((len(elev_wanted), h, w), dtype=np.float32)
-        for k, n in enumerate(elev_wanted):
+        elevs, kinds, ground = [], {}, None
+        for n in elev_wanted:
             if n == "dsm":
                 assert self._dsm is not None
-                elevation[k], ok = self._read_elev(self._dsm, window)
+                a, ok = self._read_elev(self._dsm, window)
+            elif not derive_ndsm and self._ndsm is None:
+                assert self._dsm is not None
+                a, ok = self._read_elev(self._dsm, window)
+                ground = self._ground().patch(window)
+                if np.isfinite(ground.rows).all():
+                    kinds[n] = "dsm-ground"
+                else:  # no ground under some pixels: they are invalid, found here
+                    a, ok, ground = *self._read_ndsm(window), None
             else:
-                elevation[k], ok = self._read_ndsm(window)
+                a, ok = self._read_ndsm(window)
+            elevs.append(a)
             valid &= ok
+        elevation = (
+            elevs[0][None] if len(elevs) == 1 else np.stack(elevs) if elevs else
+            np.zeros((0, h, w), dtype=np.float32)
+        )  # fmt: skip
         sources = tuple(
             ("image", img_wanted.index(n))
             if n in img_wanted
-            else ("elevation", elev_wanted.index(n))
+            else (kinds.get(n, "elevation"), elev_wanted.index(n))
             for n in names
         )
-        return RawBlock(image=image, elevation=elevation, valid=valid, bands=names, sources=sources)
+        return RawBlock(
+            image=image,
+            elevation=elevation,
+            valid=valid,
+            bands=names,
+            sources=sources,
+            ground=ground if kinds else None,
+        )
 
     def _read_elev(
         self, src: Source, window: Window

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -176,3 +178,31 @@ def test_compile_falls_back_to_the_eager_module_off_cuda() -> None:
     out = compile_module(module, torch.device("cpu"), said.append)
     assert out is module
     assert said and "only used on CUDA" in said[0]
+
+
+def test_the_ndsm_made_on_the_device_equals_the_host_ndsm(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from geoseg.bench.scene import BENCH_BANDS, bench_scene
+
+    spec = bench_scene(tmp_path, 300, dsm=True)
+    mean = (100.0, 100.0, 100.0, 120.0, 3.0)
+    std = (50.0, 50.0, 50.0, 50.0, 5.0)
+    with spec.open() as scene:
+        for win in (Window(0, 0, 300, 300), Window(-40, 170, 200, 190)):  # one reaches outside
+            host = scene.read(win, bands=BENCH_BANDS)
+            raw = scene.read_raw(win, bands=BENCH_BANDS, derive_ndsm=False)
+            assert raw.ground is not None and raw.sources[-1][0] == "dsm-ground"
+            assert np.array_equal(raw.valid, host.valid)
+            g = raw.ground
+            got = normalise(
+                torch.from_numpy(raw.image),
+                torch.from_numpy(raw.elevation),
+                torch.from_numpy(raw.valid),
+                raw.sources,
+                torch.tensor(mean, dtype=torch.float32),
+                torch.tensor(std, dtype=torch.float32),
+                [torch.from_numpy(a) for a in (g.rows, g.c0, g.c1, g.tc)],
+            ).numpy()
+            want = old_normalise(host.data, host.valid, mean, std)
+            assert np.array_equal(got, want)
