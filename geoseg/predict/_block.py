@@ -27,7 +27,8 @@ from geoseg.data import downsample_mean
 from geoseg.options import TTA, Device, Precision
 from geoseg.predict._device import normalise
 from geoseg.predict._model import ModelMeta, ModelRef
-from geoseg.predict._runner import BlockHandle, Runner, get_runner
+from geoseg.predict._registry import get_runner
+from geoseg.predict._runner import BlockHandle, Runner
 from geoseg.raster import RawBlock, SceneSpec
 
 __all__ = ["BlockJob", "BlockResult", "gsd_scale", "read_block_area", "run_block"]

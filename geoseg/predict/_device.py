@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 class Transfers:
-    """Host <-> device copies for one runner (a copy stream and a delivery thread on CUDA).
+    """Host <-> device copies for one runner (two copy streams and a delivery thread on CUDA).
 
     Args:
         device: The model's device.
@@ -61,8 +61,10 @@ class Transfers:
 
         self.device = device
         self.cuda = device.type == "cuda"
-        self._stream = torch.cuda.Stream(device) if self.cuda else None
-        self._ready: queue.Queue[tuple[Any, Callable[[], None]] | None] = queue.Queue()
+        # one stream each way: an upload never queues behind a download
+        self._h2d = torch.cuda.Stream(device) if self.cuda else None
+        self._d2h = torch.cuda.Stream(device) if self.cuda else None
+        self._ready: queue.Queue[_Delivery | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         if self.cuda:
             self._thread = threading.Thread(target=self._deliver, name="geoseg-copies", daemon=True)
@@ -72,53 +74,57 @@ class Transfers:
         """``arrays`` on the device, usable by the model's (current) stream.
 
         On CUDA each array is copied into pinned memory (torch's caching host allocator keeps
-        a buffer until its copy is done) and sent on the copy stream; the current stream
-        waits for those copies only, not for anything else on the copy stream.
+        a buffer until its copy is done) and sent on the upload stream; the current stream
+        waits for those copies (and earlier uploads) only.
         """
         import torch
 
         hosts = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
         if not self.cuda:
             return hosts
-        assert self._stream is not None
+        assert self._h2d is not None
         compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._h2d):
             out = [h.pin_memory().to(self.device, non_blocking=True) for h in hosts]
             done = torch.cuda.Event()
-            done.record(self._stream)
+            done.record(self._h2d)
         compute.wait_event(done)
         for t in out:
-            t.record_stream(compute)  # allocated on the copy stream, used on the compute one
+            t.record_stream(compute)  # allocated on the upload stream, used on the compute one
         return out
 
     def to_host(
-        self, tensors: Sequence[torch.Tensor], deliver: Callable[[list[npt.NDArray[Any]]], None]
+        self,
+        tensors: Sequence[torch.Tensor],
+        deliver: Callable[[list[npt.NDArray[Any]]], None],
+        fail: Callable[[BaseException], None],
     ) -> None:
         """Copy ``tensors`` to host memory, then call ``deliver`` with them as numpy arrays.
 
         On CUDA the copies wait for the work queued so far on the model's stream, run on the
-        copy stream into pinned buffers, and ``deliver`` is called by the delivery thread
-        once a blocking event says they are done: the caller never waits. On the CPU,
-        ``deliver`` is called at once with copies that own their memory.
+        download stream into pinned buffers, and ``deliver`` is called by the delivery thread
+        once a blocking event says they are done: the caller never waits. If the device fails
+        meanwhile, ``fail`` gets the error instead (nobody is left waiting). On the CPU,
+        ``deliver`` is called at once; the tensors must own their memory (fresh results).
         """
         import torch
 
         if not self.cuda:
-            deliver([t.numpy().copy() for t in tensors])
+            deliver([t.numpy() for t in tensors])
             return
-        assert self._stream is not None
+        assert self._d2h is not None
         compute = torch.cuda.current_stream(self.device)
-        self._stream.wait_stream(compute)
-        with torch.cuda.stream(self._stream):
+        self._d2h.wait_stream(compute)
+        with torch.cuda.stream(self._d2h):
             hosts = []
             for t in tensors:
                 h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
                 h.copy_(t, non_blocking=True)
-                t.record_stream(self._stream)  # not reused before the copy read it
+                t.record_stream(self._d2h)  # not reused before the copy read it
                 hosts.append(h)
             done = torch.cuda.Event(blocking=True)
-            done.record(self._stream)
-        self._ready.put((done, lambda: deliver([h.numpy().copy() for h in hosts])))
+            done.record(self._d2h)
+        self._ready.put(_Delivery(done, hosts, deliver, fail))
 
     def close(self) -> None:
         """Stop the delivery thread once every pending copy has been delivered."""
@@ -130,9 +136,22 @@ class Transfers:
             item = self._ready.get()
             if item is None:
                 return
-            event, call = item
-            event.synchronize()  # blocking event: sleeps, does not spin
-            call()
+            try:
+                item.event.synchronize()  # blocking event: sleeps, does not spin
+                arrays = [h.numpy().copy() for h in item.hosts]
+            except Exception as exc:  # not swallowed: handed to the block's task, which raises it
+                item.fail(exc)
+            else:
+                item.deliver(arrays)
+            del item  # the pinned buffers go back to the cache now, not at the next delivery
+
+
+@dataclass
+class _Delivery:
+    event: Any
+    hosts: list[Any]
+    deliver: Callable[[list[npt.NDArray[Any]]], None]
+    fail: Callable[[BaseException], None]
 
 
 def normalise(
@@ -205,7 +224,7 @@ def tta_views(tta: TTA) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]
 
     views: list[tuple[Callable[[Any], Any], Callable[[Any], Any]]] = []
     for k in range(4):
-        views.append((rot(k), rot(-k)))
+        views.append((ident, ident) if k == 0 else (rot(k), rot(-k)))
         views.append((flip_rot(k), unrot_flip(k)))
     return views
 
@@ -227,7 +246,10 @@ def model_probs(
     views = tta_views(tta)
     total: torch.Tensor | None = None
     for fwd, inv in views:
-        logits = module(fwd(x))
+        xin = fwd(x)
+        if xin.is_cuda:  # rotations change the strides: one layout for cuDNN and one graph
+            xin = xin.contiguous(memory_format=torch.channels_last)
+        logits = module(xin)
         if logits.ndim != 4 or logits.shape[1] != num_classes:
             raise CheckpointError(
                 f"the model returned shape {tuple(logits.shape)} for input "
@@ -269,10 +291,3 @@ def compile_module(
         return module
     compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(module)  # type: ignore[assignment]
     return compiled
-
-
-def done_future() -> Future[None]:
-    """A future that is already resolved (work that needed nothing)."""
-    f: Future[None] = Future()
-    f.set_result(None)
-    return f

@@ -34,8 +34,8 @@ from geoseg.options import check_overlap, default_overlap
 from geoseg.predict._block import BlockJob, BlockResult, gsd_scale, run_block
 from geoseg.predict._model import ModelMeta, ModelRef, PredictModel, model_ref
 from geoseg.predict._provenance import finish, work_key
+from geoseg.predict._registry import bound_gdal_cache
 from geoseg.predict._resume import SceneRun
-from geoseg.predict._runner import bound_gdal_cache
 from geoseg.predict._types import PredictOptions, PredictReport, output_paths
 from geoseg.raster import SceneSpec
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from geoseg._torch import cpu_threads, resolve_batch_size, resolve_device, resolve_precision
+from geoseg._torch import cpu_threads
 from geoseg.blend import (
     Accumulator,
     BlendKind,
@@ -51,34 +50,24 @@ from geoseg.blend import (
     quantize_weights,
     weight_window,
 )
-from geoseg.options import TTA, Device, Precision
+from geoseg.options import TTA
 from geoseg.predict._device import Transfers, compile_module, model_probs, normalise, quantize
-from geoseg.predict._model import ModelRef, PredictModel, load_model
+from geoseg.predict._model import PredictModel
 from geoseg.raster import RawBlock
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "GDAL_CACHE_MB",
     "BlockHandle",
     "BlockOutput",
     "Runner",
     "WeightKey",
-    "bound_gdal_cache",
-    "get_runner",
 ]
 
 logger = logging.getLogger(__name__)
 
 _LINGER_S = 0.005  # how long the model thread waits to fill a batch before running it padded
-GDAL_CACHE_MB = 128
-"""GDAL block cache per process while predicting (unless ``GDAL_CACHEMAX`` is set).
-
-GDAL's default, 5 % of the RAM, would let the cache grow with the scene size; reads need
-only a tile row of the input's internal blocks.
-"""
-
 WeightKey = tuple[int, int, BlendKind, int, Edges, int]
 """A tile's weight window: (rows, cols, blend kind, overlap, edges on the scene edge, bits)."""
 
@@ -97,6 +86,7 @@ class BlockHandle:
     acc: Accumulator | None = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False)
     device_s: float = 0.0
+    released: bool = False
 
 
 @dataclass
@@ -204,6 +194,7 @@ class Runner:
         self._tiles: deque[tuple[_Strip, int, torch.Tensor]] = deque()
         self._weights: dict[WeightKey, torch.Tensor] = {}
         self._batch: torch.Tensor | None = None
+        self._last: Any = None  # CUDA event after the last batch: is the GPU still busy?
         self._broken: BaseException | None = None
         self._open = 0  # blocks opened and not yet delivered (a busy runner is never evicted)
         self._closed = False
@@ -226,15 +217,20 @@ class Runner:
             self._open += 1
         return BlockHandle(rect=rect, scale=scale)
 
-    @property
-    def busy(self) -> bool:
-        """Whether a block is open on this runner."""
+    def close_if_idle(self) -> bool:
+        """Close the runner if no block is open on it (atomically); whether it was closed."""
         with self._lock:
-            return self._open > 0
+            if self._open or self._closed:
+                return False
+            self._closed = True
+        self._queue.put(None)
+        return True
 
-    def _release(self) -> None:
+    def _release(self, block: BlockHandle) -> None:
         with self._lock:
-            self._open -= 1
+            if not block.released:
+                block.released = True
+                self._open -= 1
 
     def submit_strip(
         self,
@@ -279,7 +275,7 @@ class Runner:
         """Give up an open block (its task failed): its queued tiles are skipped."""
         block.error = block.error or RuntimeError("the block was discarded")
         block.acc = None
-        self._release()
+        self._release(block)
 
     def close(self) -> None:
         """Stop the model thread (queued work is still done first)."""
@@ -293,6 +289,11 @@ class Runner:
             self._drain(self._broken)
         return item.future
 
+    @property
+    def broken(self) -> bool:
+        """Whether the runner failed or was closed (it serves nothing more)."""
+        return self._broken is not None or self._closed
+
     def _warn(self, msg: str) -> None:
         logger.warning("%s", msg)
         self.warnings.append(msg)
@@ -300,15 +301,20 @@ class Runner:
     # -- the model thread ------------------------------------------------------------------
 
     def _loop(self) -> None:
-        if not self.cuda:
-            import torch
+        import torch
 
+        if self.cuda:
+            torch.cuda.set_device(self.device)  # no stream switch ever touches another GPU
+        else:
             # This thread's own intra-op threads (thread-local): on the CPU the model thread
             # takes half the cores, the block tasks read and the driver writes on the rest
             # (measured on 2 cores: 1.9x faster and 44 % less CPU than torch's default of all).
             torch.set_num_threads(cpu_threads())
         try:
             self._serve()
+            # closed: anything queued from now on fails at once instead of waiting
+            self._broken = RuntimeError("the model runner was closed; run the same command again")
+            self._drain(self._broken)
         except BaseException as exc:
             # A failure of the runner itself (not of one block: _fail handles those) must
             # not leave block tasks waiting forever: fail everything, now and later.
@@ -340,7 +346,9 @@ class Runner:
             try:
                 item = self._queue.get(timeout=None if n == 0 else _LINGER_S)
             except queue.Empty:
-                self._run_batch()  # nothing new within the linger: run what there is, padded
+                if self._last is not None and not self._last.query():
+                    continue  # the GPU is still busy: a fuller batch may yet come
+                self._run_batch()  # nothing new and the device idle: run what there is, padded
                 continue
             if item is None:
                 closing = True
@@ -412,6 +420,9 @@ class Runner:
                 _set_result(item.future, None)
         self.batches += 1
         self.tiles += len(live)
+        if self.cuda:
+            self._last = torch.cuda.Event()
+            self._last.record()
 
     def _quantized(self, views: list[torch.Tensor]) -> torch.Tensor:
         """Quantised probabilities (n, C, T, T) int32 of a batch of tiles (padded to full)."""
@@ -449,6 +460,10 @@ class Runner:
 
                 torch.cuda.synchronize(self.device)
         except RuntimeError as exc:  # torch.compile's failures are RuntimeErrors
+            import torch
+
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise  # not the compiler's fault: the batch does not fit
             self._warn(f"--compile: torch.compile failed ({exc}); running the model eagerly")
             self._forward = self.module
             out = model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
@@ -468,9 +483,12 @@ class Runner:
                 align_corners=False,
             )
             q = up[0, :, : tile.height, : tile.width].round_().clamp_(0.0, 65535.0)
-        if block.acc is None:
-            block.acc = Accumulator(block.rect, self.num_classes, device=self.device)
-        block.acc.add(q, self._weight(item.weights[i]), tile)
+        acc = block.acc  # the task's thread may drop it (discard_block) at any time
+        if acc is None:
+            if block.error is not None:
+                return
+            acc = block.acc = Accumulator(block.rect, self.num_classes, device=self.device)
+        acc.add(q, self._weight(item.weights[i]), tile)
 
     def _weight(self, key: WeightKey) -> torch.Tensor:
         w = self._weights.get(key)
@@ -484,30 +502,16 @@ class Runner:
     def _finish(self, fin: _Finish) -> None:
         """Decode a block on the device and send back what is written."""
         block = fin.block
-        fin.future.add_done_callback(lambda _: self._release())
+        fin.future.add_done_callback(lambda _: self._release(block))
         if block.error is not None:
             _set_exception(fin.future, block.error)
             return
         t0 = time.thread_time()
-        try:
-            acc = block.acc or Accumulator(block.rect, self.num_classes, device=self.device)
-            block.acc = None  # its memory goes back once the copies below have read it
-            (valid,) = self.transfers.to_device([fin.valid])
-            classes, probs = decode(
-                acc.sums[(slice(None), *fin.core.slices(acc.rect))],
-                valid,
-                probabilities=fin.probabilities,
-            )
-            sums = [acc.take(r) for r in (*fin.seams, *fin.pieces)]
-            tensors = [classes, *([] if probs is None else [probs]), *sums]
-        except Exception as exc:  # not swallowed: handed to the block's task, which raises it
-            _set_exception(fin.future, exc)
-            return
-        block.device_s += time.thread_time() - t0
-        ns, has_probs = len(fin.seams), probs is not None
+        ns = len(fin.seams)
         device = str(self.device)
 
         def deliver(arrays: list[npt.NDArray[Any]]) -> None:
+            has_probs = fin.probabilities
             rest = arrays[2:] if has_probs else arrays[1:]
             _set_result(
                 fin.future,
@@ -525,7 +529,21 @@ class Runner:
                 ),
             )
 
-        self.transfers.to_host(tensors, deliver)
+        try:
+            acc = block.acc or Accumulator(block.rect, self.num_classes, device=self.device)
+            block.acc = None  # its memory goes back once the copies below have read it
+            (valid,) = self.transfers.to_device([fin.valid])
+            classes, probs = decode(
+                acc.sums[(slice(None), *fin.core.slices(acc.rect))],
+                valid,
+                probabilities=fin.probabilities,
+            )
+            sums = [acc.take(r) for r in (*fin.seams, *fin.pieces)]
+            tensors = [classes, *([] if probs is None else [probs]), *sums]
+            block.device_s += time.thread_time() - t0
+            self.transfers.to_host(tensors, deliver, lambda e: _set_exception(fin.future, e))
+        except Exception as exc:  # not swallowed: handed to the block's task, which raises it
+            _set_exception(fin.future, exc)
 
     def _fail_block(self, block: BlockHandle, exc: BaseException, items: list[_Strip]) -> None:
         """Fail a block: its queued tiles are dropped and its tasks get ``exc``."""
@@ -546,47 +564,3 @@ def _set_result(fut: Future[Any], value: Any) -> None:
     with contextlib.suppress(InvalidStateError):
         if not fut.done():
             fut.set_result(value)
-
-
-_RUNNERS: dict[tuple[str, str, str, int, str, bool], Runner] = {}
-_RUNNERS_LOCK = threading.Lock()
-_MAX_RUNNERS = 2
-
-
-def get_runner(
-    ref: ModelRef,
-    *,
-    device: Device | str,
-    precision: Precision,
-    batch_size: int | None,
-    tta: TTA,
-    compile: bool = False,
-) -> Runner:
-    """The process's runner for this model and settings (built on first use)."""
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    bs = resolve_batch_size(batch_size, dev)
-    key = (ref.meta.sha256, dev, prec, bs, tta, compile)
-    with _RUNNERS_LOCK:
-        r = _RUNNERS.get(key)
-        if r is None:
-            bound_gdal_cache()
-            model = ref.inline if ref.inline is not None else load_model(ref)
-            r = Runner(model, device=dev, precision=prec, batch_size=bs, tta=tta, compile=compile)
-            for old in [k for k, v in _RUNNERS.items() if not v.busy][
-                : max(0, len(_RUNNERS) + 1 - _MAX_RUNNERS)
-            ]:
-                _RUNNERS.pop(old).close()
-            _RUNNERS[key] = r
-            logger.info(
-                "loaded model %s (%s) on %s, %s", ref.meta.name, ref.meta.sha256[:12], dev, prec
-            )
-        return r
-
-
-def bound_gdal_cache() -> None:
-    """Cap GDAL's (process-wide) block cache so that memory does not grow with the scene."""
-    if "GDAL_CACHEMAX" not in os.environ:
-        from rasterio.env import set_gdal_config
-
-        set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)

@@ -46,7 +46,13 @@ from geoseg.train._resume import (
     save_resume,
     write_log,
 )
-from geoseg.train._step import adamw_fused, make_loader, to_device, train_step
+from geoseg.train._step import (
+    adamw_fused,
+    make_loader,
+    to_device,
+    train_step,
+    use_implementation,
+)
 from geoseg.train._validation import EvalResult, evaluate_epoch
 
 __all__ = [
@@ -326,6 +332,7 @@ def train(
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        use_implementation(opt, adamw_fused(device, params))
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
         if cuda and state.get("rng_cuda"):

@@ -20,7 +20,15 @@ from torch.utils.data import DataLoader
 
 from geoseg.data import ChipDataset, SeededSampler
 
-__all__ = ["adamw_fused", "autocast", "make_loader", "seed_worker", "to_device", "train_step"]
+__all__ = [
+    "adamw_fused",
+    "autocast",
+    "make_loader",
+    "seed_worker",
+    "to_device",
+    "train_step",
+    "use_implementation",
+]
 
 
 def seed_worker(worker_id: int) -> None:
@@ -88,6 +96,23 @@ def adamw_fused(device: torch.device, params: Iterable[torch.Tensor] = ()) -> bo
     if any(p.device.type != "cuda" or not p.is_floating_point() for p in params):
         return None
     return True
+
+
+def use_implementation(opt: torch.optim.Optimizer, fused: bool | None) -> None:
+    """Make a resumed AdamW run the implementation chosen here, not the saved one's.
+
+    ``load_state_dict`` takes ``fused``/``foreach`` from the saved groups: a CPU state resumed
+    on CUDA would run unfused, a CUDA state on the CPU the CPU's fused kernel. The fused
+    kernels want their step counts as float32 tensors on the parameters' device.
+    """
+    for group in opt.param_groups:
+        group["fused"] = fused
+        group["foreach"] = None
+        if fused:
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and "step" in st:
+                    st["step"] = torch.as_tensor(st["step"], dtype=torch.float32, device=p.device)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +16,24 @@ from geoseg._dask import WorkerProbe
 from geoseg.errors import ConfigError
 from geoseg.predict import predict_scenes
 from tests.predict.helpers import opts, random_scene, read, three_conv_model
+
+
+@contextlib.contextmanager
+def local_client(workers: int) -> Iterator[Any]:
+    """An in-process Dask cluster of ``workers`` one-thread workers, and its client."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=workers,
+            threads_per_worker=1,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 def test_compile_off_cuda_warns_runs_eagerly_and_changes_nothing(
@@ -34,19 +55,8 @@ def test_compile_off_cuda_warns_runs_eagerly_and_changes_nothing(
 
 
 def test_a_cluster_runs_each_worker_on_its_assigned_device(tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
-
     spec = random_scene(tmp_path, 90, 110, seed=5)
-    with (
-        LocalCluster(
-            processes=False,
-            n_workers=2,
-            threads_per_worker=1,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client(workers=2) as client:
         (rep,) = predict_scenes(
             [spec], three_conv_model(), tmp_path / "out", options=opts(device="auto"), client=client
         )
@@ -59,8 +69,6 @@ def test_a_cluster_runs_each_worker_on_its_assigned_device(tmp_path: Path) -> No
 def test_a_cluster_that_would_mix_cpu_and_gpu_workers_is_refused_before_any_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distributed import Client, LocalCluster
-
     import geoseg.predict._driver as driver
 
     def mixed(client: object) -> list[WorkerProbe]:
@@ -72,16 +80,7 @@ def test_a_cluster_that_would_mix_cpu_and_gpu_workers_is_refused_before_any_outp
     monkeypatch.setattr(driver, "probe_workers", mixed)
     spec = random_scene(tmp_path, 60, 60, seed=6)
     out = tmp_path / "out"
-    with (
-        LocalCluster(
-            processes=False,
-            n_workers=1,
-            threads_per_worker=1,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client(workers=1) as client:
         with pytest.raises(ConfigError, match="10.0.0.2"):
             predict_scenes(
                 [spec], three_conv_model(), out, options=opts(device="auto"), client=client

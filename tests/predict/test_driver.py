@@ -125,9 +125,9 @@ def test_local_cluster_with_two_worker_processes_matches_local_run(tmp_path: Pat
         )
 
         def runners() -> list[str]:
-            from geoseg.predict import _runner
+            from geoseg.predict import _registry
 
-            return [key[0] for key in _runner._RUNNERS]
+            return [key[0] for key in _registry._RUNNERS]
 
         # Each worker process loaded the model once, into its own runner.
         loaded = client.run(runners)

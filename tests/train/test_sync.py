@@ -376,3 +376,23 @@ def test_loop_and_validation_synchronise_a_bounded_number_of_times_on_cuda() -> 
         counts.append(sum("synchroniz" in str(w.message) for w in seen))
     # train: one read at each of the 2 log points; validation: its sums once, at the end
     assert 1 <= counts[0] <= 4 and 1 <= counts[1] <= 4, counts
+
+
+@pytest.mark.parametrize("fused", [True, None])
+def test_a_resumed_optimizer_runs_the_implementation_chosen_now(fused: bool | None) -> None:
+    from geoseg.train._step import use_implementation
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    params = list(net.parameters())
+    saved = torch.optim.AdamW(params, lr=1e-2, fused=None if fused else True)
+    net(torch.randn(5, 4)).sum().backward()
+    saved.step()
+    opt = torch.optim.AdamW(params, lr=1e-2, fused=fused)
+    opt.load_state_dict(saved.state_dict())
+    assert opt.param_groups[0]["fused"] == (None if fused else True)  # the saved choice...
+    use_implementation(opt, fused)
+    assert opt.param_groups[0]["fused"] == fused  # ...replaced by this run's
+    net(torch.randn(5, 4)).sum().backward()
+    opt.step()  # the chosen kernel accepts the loaded state
+    assert all(torch.isfinite(p).all() for p in params)
