@@ -49,8 +49,8 @@ Where it lives: :mod:`~geoseg.predict._types` (options, report, output paths),
 key, tags, sidecar), :mod:`~geoseg.predict._seams` (the seam score) and
 :mod:`~geoseg.predict._driver` (:func:`predict_scenes`).
 
-Memory per block in flight is about ``(classes + 1) * 4`` bytes per block pixel plus a few
-tile rows of input; it never depends on the scene size.
+Memory per block in flight is about ``(classes + 1) * 4`` bytes per block pixel for the sums
+plus its area as read and normalised; it never depends on the scene size.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ logger = logging.getLogger("geoseg.predict._runner")
 GDAL_CACHE_MB = 128
 """GDAL block cache per process while predicting (unless ``GDAL_CACHEMAX`` is set).
 
-GDAL's default, 5 % of the RAM, would let the cache grow with the scene size; reads need
-only a tile row of the input's internal blocks.
+GDAL's default, 5 % of the RAM, would let the cache grow with the scene size; a block task
+reads its area once.
 """
 
 

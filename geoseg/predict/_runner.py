@@ -3,10 +3,10 @@
 All per-pixel work of a prediction happens here, on the model's device, in one model thread
 per runner (:func:`get_runner`: one per model and settings in a process, built on first use):
 
-1. Block tasks open a block (:meth:`Runner.open_block`), then send raw strips of tile rows
-   (:meth:`Runner.submit_strip`: image bands in their own pixel type, elevation float32, a
-   validity mask). The model thread copies a strip to the device (:class:`Transfers`: a copy
-   stream on CUDA), normalises it there and queues views of its tiles.
+1. Block tasks open a block (:meth:`Runner.open_block`), then send the raw area its tiles
+   cover (:meth:`Runner.submit_strip`: image bands in their own pixel type, elevation float32,
+   a validity mask, the ground under a derived nDSM). The model thread copies it to the device
+   (:class:`Transfers`: copy streams on CUDA), normalises it there and queues views of its tiles.
 2. Tiles of every open block are cut into batches of exactly ``batch_size`` (the last one
    padded: a tile's output never depends on its batch); the model runs under test-time
    augmentation; softmax probabilities are quantised to integers and added, with their
