@@ -480,7 +480,7 @@ def check_train_steps(config: SmokeConfig) -> str:
     y[:, :8] = IGNORE
     x, y = x.to(dev), y.to(dev)
     if config.cuda:
-        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(dev)
     dtypes: set[torch.dtype] = set()

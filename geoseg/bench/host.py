@@ -89,9 +89,6 @@ def host_cost(
     """(d): CPU time per scene Mpx of predicting ``spec`` with the 1x1 model (image + nDSM)."""
     import torch
 
-    with spec.open() as scene:
-        h, w = scene.geobox.shape
-    mpx = h * w / 1e6
     floor = read_floor(spec)
     out = Path(tempfile.mkdtemp(prefix="host-", dir=root))
     threads = torch.get_num_threads()
@@ -107,11 +104,12 @@ def host_cost(
                 tile_size=tile_size,
                 overlap=overlap,
                 device=device,
-                workers=workers,  # type: ignore[arg-type]
+                workers=workers,
             ),
         )
-        total = (_cpu_seconds() - c0) * 1e3 / mpx
         seconds = time.perf_counter() - t0
+        mpx = rep.megapixels
+        total = (_cpu_seconds() - c0) * 1e3 / mpx
         side = json.loads(rep.sidecar.read_text())
     finally:
         torch.set_num_threads(threads)

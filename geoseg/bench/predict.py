@@ -309,7 +309,7 @@ def bench_predict(
                     tile_size=tile_size,
                     overlap=overlap,
                     batch_size=bs,
-                    device=dev,  # type: ignore[arg-type]
+                    device=dev,
                     precision=prec,  # type: ignore[arg-type]
                     block_size=block_size,
                     workers=workers,

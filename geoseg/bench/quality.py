@@ -277,7 +277,7 @@ def bench_quality(
         report.checkpoint,
         test_store,
         batch_size=batch_size,
-        device=report.device,  # type: ignore[arg-type]
+        device=report.device,
     )
     t_eval = time.perf_counter() - t_eval0
     total = time.perf_counter() - t_start

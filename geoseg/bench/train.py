@@ -161,7 +161,7 @@ def bench_train(
                     epochs=max(2, epochs),
                     batch_size=bs,
                     val_fraction=0.0,
-                    device=dev.type,  # type: ignore[arg-type]
+                    device=dev.type,
                     workers=workers,
                 ),
             )
@@ -253,7 +253,7 @@ def _train_step_throughput(
     x = torch.randn(batch_size, len(BENCH_BANDS), chip, chip, device=dev)
     y = torch.randint(0, POTSDAM.num_classes, (batch_size, chip, chip), device=dev)
     if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     loss_fn = build_loss("ce+dice", num_classes=POTSDAM.num_classes).to(dev)

@@ -126,7 +126,7 @@ def bench_predict_cmd(
     report = bench_predict(
         size=size,
         model=model,
-        device=device,  # type: ignore[arg-type]
+        device=device,
         batch_size=batch_size,
         precision=precision,  # type: ignore[arg-type]
         cache=cache,
@@ -239,7 +239,7 @@ def bench_train_cmd(
         )
     report = bench_train(
         model=model,
-        device=device,  # type: ignore[arg-type]
+        device=device,
         batch_size=batch_size,
         chip_size=chip_size,
         scenes=scenes,

@@ -185,7 +185,7 @@ def train(
         chip_size=chip_size,
         downsample=downsample,
         augment=not no_augment,
-        device=device,  # type: ignore[arg-type]
+        device=device,
         workers=workers,
         cache=cache,
         init_weights=init_weights,

@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from geoseg.blend import BlendKind, BlockPlan, Rect, tile_edges
 from geoseg.data import downsample_mean
 from geoseg.options import TTA, Device, Precision
-from geoseg.predict._device import normalise
+from geoseg.predict._device import Transfers, normalise_raw
 from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._registry import get_runner
 from geoseg.predict._runner import BlockHandle, Runner
@@ -124,7 +124,7 @@ def gsd_scale(scene_gsd: float | None, model_gsd: float) -> int:
 
 
 def _coarse_tiles(
-    raw: RawBlock, strip: Rect, tiles: Sequence[Rect], meta: ModelMeta, scale: int
+    raw: RawBlock, area: Rect, tiles: Sequence[Rect], meta: ModelMeta, scale: int
 ) -> npt.NDArray[np.float32]:
     """Normalised model tiles of a model coarser than the scene (the training rule, on the host).
 
@@ -133,18 +133,11 @@ def _coarse_tiles(
     """
     import torch
 
-    g = raw.ground
-    x = normalise(
-        torch.from_numpy(raw.image),
-        torch.from_numpy(raw.elevation),
-        torch.from_numpy(raw.valid),
-        raw.sources,
-        torch.tensor(meta.mean, dtype=torch.float32),
-        torch.tensor(meta.std, dtype=torch.float32),
-        None if g is None else [torch.from_numpy(a) for a in (g.rows, g.c0, g.c1, g.tc)],
-    ).numpy()
-    stacked = np.stack([x[(slice(None), *t.slices(strip))] for t in tiles])
-    tile_valid = np.stack([raw.valid[t.slices(strip)] for t in tiles])
+    mean = torch.tensor(meta.mean, dtype=torch.float32)
+    std = torch.tensor(meta.std, dtype=torch.float32)
+    x = normalise_raw(raw, mean, std, Transfers(torch.device("cpu"))).numpy()
+    stacked = np.stack([x[(slice(None), *t.slices(area))] for t in tiles])
+    tile_valid = np.stack([raw.valid[t.slices(area)] for t in tiles])
     return np.ascontiguousarray(downsample_mean(stacked, tile_valid, scale)[0])
 
 
@@ -181,9 +174,8 @@ def _run(
     plan, block = job.plan, job.block
     area, raw, read_s = read_block_area(job.spec, plan, block, bands=meta.bands)
     valid = raw.valid[brect.slices(area)].copy()
-    every = raw.valid.all()
     tiles = [t for row in plan.tile_rows(block) for t in row]
-    sel = [t for t in tiles if every or raw.valid[t.slices(area)].any()]
+    sel = [t for t in tiles if raw.all_valid or raw.valid[t.slices(area)].any()]
     t0 = time.perf_counter()
     if sel:
         keys = [
@@ -194,7 +186,7 @@ def _run(
             coarse = _coarse_tiles(raw, area, sel, meta, job.scale)
             done = runner.submit_tiles(handle, coarse, sel, keys)
         else:
-            done = runner.submit_strip(handle, raw, area, sel, keys)
+            done = runner.submit_area(handle, raw, area, sel, keys)
         del raw
         done.result()
     seams = plan.seam_rects(block)

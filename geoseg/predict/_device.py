@@ -7,7 +7,7 @@ running the very same code):
   their own stream (so they overlap the model's kernels) from and into pinned host memory,
   and a result is handed over by a blocking event (the waiting thread sleeps instead of
   spinning a core). On the CPU a transfer is a view of the same memory.
-* :func:`normalise` turns a raw strip (image bands in their own pixel type, elevation
+* :func:`normalise` turns a raw area (image bands in their own pixel type, elevation
   bands float32, a validity mask) into the model's normalised float32 input, zero where
   invalid: the same float32 arithmetic as ``(x - mean) / std`` on the host.
 * :func:`model_probs` runs the model under test-time augmentation and returns softmax
@@ -32,6 +32,7 @@ import numpy.typing as npt
 from geoseg.blend import PROB_SCALE
 from geoseg.errors import CheckpointError
 from geoseg.options import TTA
+from geoseg.raster import RawBlock
 from geoseg.raster.ground import interpolate_columns
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "compile_module",
     "model_probs",
     "normalise",
+    "normalise_raw",
     "quantize",
     "tta_views",
 ]
@@ -163,7 +165,7 @@ def normalise(
     std: torch.Tensor,
     ground: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The model input of a raw strip: ``(x - mean) / std`` per band, float32, 0 if invalid.
+    """The model input of a raw area: ``(x - mean) / std`` per band, float32, 0 if invalid.
 
     Args:
         image: (k, h, w) image bands in their own pixel type.
@@ -196,6 +198,22 @@ def normalise(
     if valid is not None:
         x.masked_fill_(~valid, 0.0)
     return x
+
+
+def normalise_raw(
+    raw: RawBlock, mean: torch.Tensor, std: torch.Tensor, transfers: Transfers
+) -> torch.Tensor:
+    """:func:`normalise` of a raw area read by :meth:`geoseg.raster.Scene.read_raw`.
+
+    Its arrays (and the ground under a derived nDSM, and the validity mask unless every pixel
+    is valid) go to ``transfers``' device first.
+    """
+    g = raw.ground
+    patch: list[npt.NDArray[Any]] = [] if g is None else [g.rows, g.c0, g.c1, g.tc]
+    mask = [] if raw.all_valid else [raw.valid]
+    image, elev, *rest = transfers.to_device([raw.image, raw.elevation, *patch, *mask])
+    ground, valid = (rest[:4], rest[4:]) if patch else (None, rest)
+    return normalise(image, elev, valid[0] if valid else None, raw.sources, mean, std, ground)
 
 
 def tta_views(tta: TTA) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
@@ -289,5 +307,5 @@ def compile_module(
     if device.type != "cuda":
         warn(f"--compile: torch.compile is only used on CUDA; running eagerly on {device}")
         return module
-    compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(module)  # type: ignore[assignment]
+    compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(module)
     return compiled

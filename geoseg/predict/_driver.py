@@ -108,7 +108,7 @@ def predict_scenes(
         _check_outputs(output_paths(out, spec.id), options)
     local_device = options.device
     if client is None:
-        local_device = resolve_device(options.device)  # type: ignore[assignment]
+        local_device = resolve_device(options.device)
     # Every scene is checked (bands, GSD, plan) before any work folder is touched.
     runs = [
         _prepare(i, spec, meta, options, out, tile=tile, device=str(local_device))
@@ -134,7 +134,7 @@ def predict_scenes(
                 overlap=overlap * r.scale,
                 blend=options.blend,
                 weight_bits=weight_bits(r.plan.max_cover),
-                device=local_device,  # type: ignore[arg-type]
+                device=local_device,
                 precision=options.precision,
                 batch_size=options.batch_size,
                 tta=options.tta,

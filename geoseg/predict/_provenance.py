@@ -109,7 +109,7 @@ def resolved_json(run: SceneRun, options: PredictOptions) -> dict[str, object]:
 
     From the blocks of this run (a resumed run that computed nothing reports none).
     """
-    runtimes = sorted(run.runtimes)
+    runtimes = run.runtimes
     return {
         "devices": sorted({d for d, _, _, _ in runtimes}),
         "precision": sorted({p for _, p, _, _ in runtimes}),

@@ -4,7 +4,7 @@ All per-pixel work of a prediction happens here, on the model's device, in one m
 per runner (:func:`get_runner`: one per model and settings in a process, built on first use):
 
 1. Block tasks open a block (:meth:`Runner.open_block`), then send the raw area its tiles
-   cover (:meth:`Runner.submit_strip`: image bands in their own pixel type, elevation float32,
+   cover (:meth:`Runner.submit_area`: image bands in their own pixel type, elevation float32,
    a validity mask, the ground under a derived nDSM). The model thread copies it to the device
    (:class:`Transfers`: copy streams on CUDA), normalises it there and queues views of its tiles.
 2. Tiles of every open block are cut into batches of exactly ``batch_size`` (the last one
@@ -51,7 +51,13 @@ from geoseg.blend import (
     weight_window,
 )
 from geoseg.options import TTA
-from geoseg.predict._device import Transfers, compile_module, model_probs, normalise, quantize
+from geoseg.predict._device import (
+    Transfers,
+    compile_module,
+    model_probs,
+    normalise_raw,
+    quantize,
+)
 from geoseg.predict._model import PredictModel
 from geoseg.raster import RawBlock
 
@@ -120,13 +126,13 @@ class BlockOutput:
 
 
 @dataclass(eq=False)
-class _Strip:
+class _Area:
     block: BlockHandle
     future: Future[None]
     tiles: Sequence[Rect]
     weights: Sequence[WeightKey]
-    raw: RawBlock | None = None  # a raw strip covering ``strip`` ...
-    strip: Rect | None = None
+    raw: RawBlock | None = None  # a raw area covering ``area`` ...
+    area: Rect | None = None
     prepared: npt.NDArray[np.float32] | None = None  # ... or normalised model tiles
     left: int = 0
 
@@ -180,7 +186,6 @@ class Runner:
         self._warm = not compile or self._forward is module
         self.compile_s = 0.0
         self.num_classes = model.schema.num_classes
-        self.bands = len(model.bands)
         self.mean = torch.tensor(model.mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(model.std, dtype=torch.float32, device=self.device)
         self.batch_size = batch_size
@@ -190,8 +195,8 @@ class Runner:
         self.batches = 0
         self.tiles = 0
         self.transfers = Transfers(self.device)
-        self._queue: queue.Queue[_Strip | _Finish | None] = queue.Queue()
-        self._tiles: deque[tuple[_Strip, int, torch.Tensor]] = deque()
+        self._queue: queue.Queue[_Area | _Finish | None] = queue.Queue()
+        self._tiles: deque[tuple[_Area, int, torch.Tensor]] = deque()
         self._weights: dict[WeightKey, torch.Tensor] = {}
         self._batch: torch.Tensor | None = None
         self._last: Any = None  # CUDA event after the last batch: is the GPU still busy?
@@ -232,16 +237,16 @@ class Runner:
                 block.released = True
                 self._open -= 1
 
-    def submit_strip(
+    def submit_area(
         self,
         block: BlockHandle,
         raw: RawBlock,
-        strip: Rect,
+        area: Rect,
         tiles: Sequence[Rect],
         weights: Sequence[WeightKey],
     ) -> Future[None]:
-        """Queue a raw strip and the tiles in it; the future resolves once they are blended."""
-        return self._put(_Strip(block, Future(), tiles, weights, raw=raw, strip=strip))
+        """Queue a raw area and the tiles in it; the future resolves once they are blended."""
+        return self._put(_Area(block, Future(), tiles, weights, raw=raw, area=area))
 
     def submit_tiles(
         self,
@@ -251,7 +256,7 @@ class Runner:
         weights: Sequence[WeightKey],
     ) -> Future[None]:
         """Queue normalised model tiles (n, bands, T, T) (a coarser model: averaged on the host)."""
-        return self._put(_Strip(block, Future(), tiles, weights, prepared=prepared))
+        return self._put(_Area(block, Future(), tiles, weights, prepared=prepared))
 
     def finish_block(
         self,
@@ -265,7 +270,7 @@ class Runner:
     ) -> Future[BlockOutput]:
         """Decode ``core`` and bring back its classes and the sums of ``seams`` and ``pieces``.
 
-        Call it once every strip of the block is blended (their futures resolved).
+        Call it once every area of the block is blended (their futures resolved).
         """
         f: Future[BlockOutput] = Future()
         self._put(_Finish(block, f, core, valid, seams, pieces, probabilities))
@@ -352,13 +357,13 @@ class Runner:
                 continue
             if item is None:
                 closing = True
-            elif isinstance(item, _Strip):
+            elif isinstance(item, _Area):
                 self._accept(item)
             else:
                 self._finish(item)
 
-    def _accept(self, item: _Strip) -> None:
-        """Send a strip to the device and queue its tiles (views of it)."""
+    def _accept(self, item: _Area) -> None:
+        """Send an area to the device and queue its tiles (views of it)."""
         block = item.block
         if block.error is not None:
             _set_exception(item.future, block.error)
@@ -366,19 +371,10 @@ class Runner:
         t0 = time.thread_time()
         try:
             if item.raw is not None:
-                raw, strip = item.raw, item.strip
-                assert strip is not None
-                every = bool(raw.valid.all())
-                g = raw.ground
-                patch: list[npt.NDArray[Any]] = [] if g is None else [g.rows, g.c0, g.c1, g.tc]
-                image, elev, *rest = self.transfers.to_device(
-                    [raw.image, raw.elevation, *patch, *([] if every else [raw.valid])]
-                )
-                ground, mask = (rest[:4], rest[4:]) if patch else (None, rest)
-                x = normalise(
-                    image, elev, mask[0] if mask else None, raw.sources, self.mean, self.std, ground
-                )
-                views = [x[(slice(None), *t.slices(strip))] for t in item.tiles]
+                raw, area = item.raw, item.area
+                assert area is not None
+                x = normalise_raw(raw, self.mean, self.std, self.transfers)
+                views = [x[(slice(None), *t.slices(area))] for t in item.tiles]
             else:
                 assert item.prepared is not None
                 (x,) = self.transfers.to_device([item.prepared])
@@ -471,7 +467,7 @@ class Runner:
         self._warm = True
         return out
 
-    def _blend(self, item: _Strip, i: int, q: torch.Tensor) -> None:
+    def _blend(self, item: _Area, i: int, q: torch.Tensor) -> None:
         import torch
 
         block, tile = item.block, item.tiles[i]
@@ -545,7 +541,7 @@ class Runner:
         except Exception as exc:  # not swallowed: handed to the block's task, which raises it
             _set_exception(fin.future, exc)
 
-    def _fail_block(self, block: BlockHandle, exc: BaseException, items: list[_Strip]) -> None:
+    def _fail_block(self, block: BlockHandle, exc: BaseException, items: list[_Area]) -> None:
         """Fail a block: its queued tiles are dropped and its tasks get ``exc``."""
         block.error = exc
         block.acc = None

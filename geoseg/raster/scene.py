@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -113,6 +114,11 @@ class RawBlock:
     bands: tuple[str, ...]
     sources: tuple[tuple[str, int], ...]
     ground: GroundPatch | None = None
+
+    @cached_property
+    def all_valid(self) -> bool:
+        """Whether every pixel is valid (computed once: readers skip the mask then)."""
+        return bool(self.valid.all())
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def record_from_chip(root: Path, path: str) -> ChipRecord:
             valid_fraction=chip.valid_fraction,
             histogram=chip.histogram,
             ignored=chip.ignored,
-            footprint=tuple(ds.bounds),  # type: ignore[arg-type]
+            footprint=tuple(ds.bounds),
             crs=ds.crs.to_string() if ds.crs else "",
         )
 

@@ -297,7 +297,7 @@ def train(
         load_init_weights(model, config.init_weights, band_names=plan.bands)
     model.to(device)
     if cuda:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     loss_fn.to(device)
     params = list(model.parameters())

@@ -62,7 +62,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,  # type: ignore[arg-type]
+        sampler=sampler,
         num_workers=workers,
         pin_memory=cuda,
         worker_init_fn=seed_worker if workers > 0 else None,

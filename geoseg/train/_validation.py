@@ -192,6 +192,6 @@ def evaluate_chips(
     )
     model = ckpt.build_model().to(dev)
     if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     result = evaluate_epoch(model, loader, device=dev, num_classes=ckpt.num_classes, loss_fn=None)
     return PixelMetrics.from_confusion(result.confusion, ckpt.schema.classes)

@@ -55,8 +55,8 @@ def recording_model(module: nn.Module) -> PredictModel:
 EDGES = Edges(top=True, bottom=True, left=True, right=True)  # a tile alone: no taper
 
 
-def strip_of(values: np.ndarray) -> Any:
-    """A raw strip (3 float32 image bands, all valid) holding ``values`` (3, h, w)."""
+def area_of(values: np.ndarray) -> Any:
+    """A raw area (3 float32 image bands, all valid) holding ``values`` (3, h, w)."""
     from geoseg.raster import RawBlock
 
     return RawBlock(
@@ -77,7 +77,7 @@ def run_block_on(runner: Any, values: np.ndarray, *, probabilities: bool = True)
     tiles = [Rect(0, 8 * i, 8, 8) for i in range(n)]
     keys = [(8, 8, "hann", 0, EDGES, 12) for _ in tiles]
     block = runner.open_block(rect)
-    runner.submit_strip(block, strip_of(values), rect, tiles, keys).result(timeout=30)
+    runner.submit_area(block, area_of(values), rect, tiles, keys).result(timeout=30)
     return runner.finish_block(
         block, core=rect, valid=np.ones((8, 8 * n), bool), probabilities=probabilities
     ).result(timeout=30)
@@ -143,7 +143,7 @@ def test_runner_hands_a_model_error_to_every_block_in_the_batch(
     try:
         handles = [runner.open_block(rect) for _ in range(3)]
         futures = [
-            runner.submit_strip(h, strip_of(np.full((3, 8, 24), i, np.float32)), rect, tiles, keys)
+            runner.submit_area(h, area_of(np.full((3, 8, 24), i, np.float32)), rect, tiles, keys)
             for i, h in enumerate(handles)
         ]
         gate.set()
@@ -181,7 +181,7 @@ def test_a_broken_runner_fails_waiting_and_later_blocks_instead_of_hanging(
     keys = [(8, 8, "hann", 0, EDGES, 12)]
     try:
         block = runner.open_block(rect)
-        first = runner.submit_strip(block, strip_of(np.zeros((3, 8, 8))), rect, [rect], keys)
+        first = runner.submit_area(block, area_of(np.zeros((3, 8, 8))), rect, [rect], keys)
         with pytest.raises(RuntimeError, match="runner bug"):
             first.result(timeout=30)
         later = runner.finish_block(block, core=rect, valid=np.ones((8, 8), bool))
