@@ -16,7 +16,8 @@ Class rasters (``uint8``, nodata 255) carry:
   (``QgsGdalProviderBase::colorTable``), and shows the attribute table (QGIS >= 3.30).
   Copy the ``.aux.xml`` along with the ``.tif``; without it the colours remain but the names
   are lost;
-* overviews resampled with MODE (a class that exists, never an average of classes);
+* overviews by mode (a class that exists, never an average of classes), computed by
+  :mod:`geoseg.raster.overviews` (``--co OVERVIEW_RESAMPLING=...`` hands them to GDAL);
 * provenance tags (``GEOSEG_*``, see :mod:`geoseg.raster.tags`) in the TIFF's GDAL metadata.
 
 Probability rasters hold one ``uint8`` band per class (``round(255 * p)``), named by the
@@ -47,6 +48,7 @@ from rasterio.windows import Window
 from geoseg._io import atomic_path, check_output, remove_stale_temporaries
 from geoseg.errors import OutputError
 from geoseg.grid import GeoBox
+from geoseg.raster.overviews import overview_factors, vrt_with_overviews, write_mode_overviews
 from geoseg.raster.tags import write_tags
 from geoseg.schema import IGNORE, ClassSchema
 
@@ -154,6 +156,7 @@ def write_classes(
         nodata=IGNORE,
         tags=tags,
         resampling="MODE",
+        own_overviews=True,
         overwrite=overwrite,
         creation_options=creation_options,
         pam=class_pam_xml(schema),
@@ -225,6 +228,7 @@ def _write_cog(
     overwrite: bool,
     creation_options: Sequence[tuple[str, str]],
     pam: str | None,
+    own_overviews: bool = False,
 ) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final, stages=True)
@@ -266,8 +270,21 @@ def _write_cog(
             if "COMPRESS" in user and "LEVEL" not in user:
                 del options["LEVEL"]  # the level was ZSTD's: another method keeps its own
             options.update(user)
+            source = stage
+            blocksize = str(options["BLOCKSIZE"])
+            if (
+                own_overviews
+                and blocksize.isdigit()
+                and not {"OVERVIEWS", "OVERVIEW_RESAMPLING"} & user.keys()
+            ):
+                # mode overviews made here (raster.overviews), copied by the COG driver
+                factors = overview_factors(geobox.width, geobox.height, int(blocksize))
+                levels = write_mode_overviews(stage, factors, stage_dir, _STAGE_OPTIONS)
+                source = stage_dir / "stage.vrt"
+                vrt_with_overviews(stage, levels, source)
+                options["OVERVIEWS"] = "FORCE_USE_EXISTING"
             with atomic_path(final, overwrite=overwrite) as tmp:
-                rasterio.shutil.copy(stage, tmp, driver="COG", **options)
+                rasterio.shutil.copy(source, tmp, driver="COG", **options)
                 aux = final.with_name(final.name + ".aux.xml")
                 if pam is not None:
                     with atomic_path(aux, overwrite=True) as tmp_aux:  # belongs to the COG
