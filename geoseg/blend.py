@@ -433,8 +433,10 @@ class AxisPlan:
 def plan_axis(length: int, size: int, overlap: int, block: int) -> AxisPlan:
     """Plan tiles and blocks along one axis.
 
-    Blocks hold about ``block / (size - overlap)`` tile strides each (at least one) and
-    start at tile starts, so each block owns the tiles that start inside it.
+    Blocks hold about ``block / (size - overlap)`` tile strides each (at least one), as
+    evenly as the tiles divide (no sliver of a block at the end, whose pixels would be
+    mostly seam), and start at tile starts, so each block owns the tiles that start inside
+    it.
 
     Args:
         length: Axis length (> 0).
@@ -445,7 +447,9 @@ def plan_axis(length: int, size: int, overlap: int, block: int) -> AxisPlan:
     starts = tuple(axis_starts(length, size, overlap))
     stride = size - overlap
     per = max(1, round(block / stride))
-    return AxisPlan(length=length, size=size, starts=starts, cuts=starts[::per])
+    n = max(1, round(len(starts) / per))
+    cuts = tuple(starts[round(k * len(starts) / n)] for k in range(n))
+    return AxisPlan(length=length, size=size, starts=starts, cuts=cuts)
 
 
 @dataclass(frozen=True)

@@ -282,11 +282,14 @@ def test_blocks_do_not_change_the_result(case, other_block) -> None:
         assert np.array_equal(sums, ref)
 
 
-def test_plan_block_size_rounds_to_whole_strides() -> None:
+def test_plan_block_size_rounds_to_whole_strides_shared_evenly() -> None:
     plan = plan_blocks((6000, 6000), tile_size=512, overlap=128, block_size=2048)
-    assert plan.rows.cuts[:3] == (0, 1920, 3840)
+    # 16 tile starts, 5 strides per block: 3 blocks of 5, 6 and 5 tiles, not a fourth
+    # block of one edge tile that would be 400 of its 512 rows seam
+    assert plan.rows.cuts == (0, 1920, 4224)
+    assert [len(plan.rows.owned(j)) for j in range(3)] == [5, 6, 5]
     assert plan.max_cover == 9
     assert plan.seam_rects((1, 1)) == [
-        Rect(1920, 1920, 128, 1920),
-        Rect(2048, 1920, 1792, 128),
+        Rect(1920, 1920, 128, 2304),
+        Rect(2048, 1920, 2176, 128),
     ]

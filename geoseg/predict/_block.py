@@ -1,7 +1,7 @@
 """Block tasks (run on Dask workers): read a block's tiles, send them to the model runner.
 
-A task gets paths, never open handles: it opens the scene and reads everything the block's
-tiles cover straight from the big files, as stored, in one windowed read
+A task gets paths, never open handles: it opens the scene (its thread keeps it open for its
+next block, :func:`open_scene`) and reads everything the block's tiles cover straight from the big files, as stored, in one windowed read
 (:func:`read_block_area`: rows shared by overlapping tiles are read once; uint8 stays uint8).
 It sends the area and its tiles to the process's model runner (:mod:`geoseg.predict._runner`),
 which normalises, predicts and blends them on the model's device; tiles without a single
@@ -14,6 +14,8 @@ neighbours.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +31,12 @@ from geoseg.predict._device import Transfers, normalise_raw
 from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._registry import get_runner
 from geoseg.predict._runner import BlockHandle, Runner
-from geoseg.raster import RawBlock, SceneSpec
+from geoseg.raster import RawBlock, Scene, SceneSpec
 
-__all__ = ["BlockJob", "BlockResult", "gsd_scale", "read_block_area", "run_block"]
+__all__ = ["BlockJob", "BlockResult", "gsd_scale", "open_scene", "read_block_area", "run_block"]
+
+KEEP_OPEN = 2
+"""Scenes a worker thread keeps open between its block tasks."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,43 @@ class BlockResult:
     warnings: tuple[str, ...] = ()
 
 
+class _OpenScenes(threading.local):
+    def __init__(self) -> None:
+        self.scenes: dict[SceneSpec, tuple[tuple[tuple[int, int, int], ...], Scene]] = {}
+
+
+_OPEN = _OpenScenes()
+
+
+def _stamp(spec: SceneSpec) -> tuple[tuple[int, int, int], ...]:
+    stats = (os.stat(p) for p in (spec.image, spec.dsm, spec.ndsm) if p is not None)
+    return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+
+
+def open_scene(spec: SceneSpec) -> Scene:
+    """This thread's open :class:`~geoseg.raster.Scene` of ``spec``, kept between tasks.
+
+    A block task of the same scene then skips opening and checking the files again, and
+    reads through the same GDAL datasets, whose block cache still holds the tiles that the
+    thread's previous block decoded along their shared edge. Each thread has its own (a
+    GDAL dataset is not shared between threads); a thread keeps :data:`KEEP_OPEN` scenes,
+    and a file changed on disk (another inode, size or mtime) is opened afresh.
+    """
+    stamp = _stamp(spec)
+    scenes = _OPEN.scenes
+    kept = scenes.pop(spec, None)
+    if kept is not None and kept[0] == stamp:
+        scenes[spec] = kept  # most recently used last
+        return kept[1]
+    if kept is not None:
+        kept[1].close()
+    while len(scenes) >= KEEP_OPEN:
+        scenes.pop(next(iter(scenes)))[1].close()
+    scene = spec.open()
+    scenes[spec] = (stamp, scene)
+    return scene
+
+
 def read_block_area(
     spec: SceneSpec, plan: BlockPlan, block: tuple[int, int], *, bands: Sequence[str]
 ) -> tuple[Rect, RawBlock, float]:
@@ -102,11 +144,10 @@ def read_block_area(
     area = Rect(
         first.row, first.col, last.row + last.height - first.row, last.col + last.width - first.col
     )
-    with spec.open() as scene:
-        # a derived nDSM is made on the model's device, from the DSM and the ground's taps
-        raw = scene.read_raw(
-            Window(area.col, area.row, area.width, area.height), bands=bands, derive_ndsm=False
-        )
+    # a derived nDSM is made on the model's device, from the DSM and the ground's taps
+    raw = open_scene(spec).read_raw(
+        Window(area.col, area.row, area.width, area.height), bands=bands, derive_ndsm=False
+    )
     return area, raw, time.perf_counter() - t0
 
 

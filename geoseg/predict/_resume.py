@@ -37,7 +37,7 @@ __all__ = ["WORK_VERSION", "SceneRun"]
 
 logger = logging.getLogger(__name__)
 
-WORK_VERSION = 1
+WORK_VERSION = 2
 
 
 def _save_arrays(path: Path, **arrays: npt.NDArray[Any]) -> None:
