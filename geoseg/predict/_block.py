@@ -1,8 +1,9 @@
 """Block tasks (run on Dask workers): read a block's tiles, send them to the model runner.
 
 A task gets paths, never open handles: it opens the scene (its thread keeps it open for its
-next block, :func:`open_scene`) and reads everything the block's tiles cover straight from the big files, as stored, in one windowed read
-(:func:`read_block_area`: rows shared by overlapping tiles are read once; uint8 stays uint8).
+next block, :func:`open_scene`) and reads everything the block's tiles cover straight from
+the big files, as stored, in one windowed read (:func:`read_block_area`: rows shared by
+overlapping tiles are read once; uint8 stays uint8).
 It sends the area and its tiles to the process's model runner (:mod:`geoseg.predict._runner`),
 which normalises, predicts and blends them on the model's device; tiles without a single
 valid pixel are skipped. When the model was trained at a coarser GSD (:func:`gsd_scale`) the
