@@ -123,7 +123,7 @@ def block_rows(height: int, width: int, block_size: int) -> list[list[Window]]:
 
     The one plan of non-overlapping blocks, shared by every streaming pass (evaluate,
     vectorize); edge blocks are smaller. Prediction's blocks are whole tile strides
-    (:func:`geoseg.blend.plan_blocks`), because tiles must not be cut.
+    (:func:`geoseg.blocks.plan_blocks`), because tiles must not be cut.
 
     Raises:
         ValueError: ``block_size`` is below 1.

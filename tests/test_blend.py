@@ -14,11 +14,8 @@ from geoseg.blend import (
     PROB_SCALE,
     WEIGHT_FLOOR,
     Accumulator,
-    BlockPlan,
     Edges,
-    Rect,
     decode,
-    plan_blocks,
     quantize_probs,
     quantize_weights,
     seam_sums,
@@ -27,6 +24,7 @@ from geoseg.blend import (
     weight_bits,
     weight_window,
 )
+from geoseg.blocks import BlockPlan, Rect, plan_blocks
 from geoseg.schema import IGNORE
 
 KINDS = ("hann", "spline", "mean")

@@ -353,7 +353,6 @@ def check_blend_device_vs_cpu(config: SmokeConfig) -> str:
     from geoseg.blend import (
         Accumulator,
         BlendKind,
-        Rect,
         decode,
         quantize_probs,
         quantize_weights,
@@ -361,6 +360,7 @@ def check_blend_device_vs_cpu(config: SmokeConfig) -> str:
         weight_bits,
         weight_window,
     )
+    from geoseg.blocks import Rect
 
     s = config.sizes
     n, t, ov = s.blend, s.tile, s.overlap

@@ -1,7 +1,8 @@
 """What the host spends to predict, beside what reading the scene costs (``bench predict`` (d)).
 
 :func:`host_cost` predicts the bench scene (image + DSM) with the 1x1 model and measures the
-process's CPU time per scene megapixel; :func:`read_floor` measures plain block-aligned
+process's CPU time per scene megapixel (with the modules loaded, but the scene's ground
+estimated afresh, as by a new run); :func:`read_floor` measures plain block-aligned
 rasterio reads of the same bands, the floor any reader pays. :class:`GpuUtil` samples the
 GPU's utilisation while a run goes.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 from geoseg.bench.scene import rule_model
 from geoseg.predict import PredictOptions, predict_scenes
 from geoseg.raster import SceneSpec
+from geoseg.raster.ground import clear_ground_cache
+from geoseg.raster.spill import clear_spills
 
 __all__ = ["GpuUtil", "HostCost", "host_cost", "read_floor"]
 
@@ -90,6 +93,8 @@ def host_cost(
     import torch
 
     floor = read_floor(spec)
+    clear_ground_cache()  # the scene's ground is estimated again, as by any new run
+    clear_spills()
     out = Path(tempfile.mkdtemp(prefix="host-", dir=root))
     threads = torch.get_num_threads()
     if device == "cpu":

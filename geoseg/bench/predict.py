@@ -37,7 +37,7 @@ from geoseg._torch import is_cuda, resolve_batch_size, resolve_device, resolve_p
 from geoseg.bench._memory import memory_line, peak_rss_mb
 from geoseg.bench.host import GpuUtil, HostCost, host_cost
 from geoseg.bench.scene import BENCH_BANDS, IMAGE_BANDS, bench_checkpoint, bench_scene, tiny_model
-from geoseg.blend import plan_blocks
+from geoseg.blocks import plan_blocks
 from geoseg.errors import InputError
 from geoseg.options import Device, Precision, check_overlap, default_overlap
 from geoseg.predict import PredictModel, PredictOptions, predict_scenes, read_block_area

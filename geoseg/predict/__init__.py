@@ -4,7 +4,7 @@ How a scene is predicted:
 
 1. **Plan** (driver, pure math): one global tile plan for the scene (tile size, overlap,
    edge tiles shifted inside) and a grid of output blocks whose boundaries sit on tile
-   starts (:func:`geoseg.blend.plan_blocks`). Each tile belongs to exactly one block, so no
+   starts (:func:`geoseg.blocks.plan_blocks`). Each tile belongs to exactly one block, so no
    tile is ever computed twice, and each pixel always sees the same tiles whatever the
    block size.
 2. **Block tasks** (Dask workers; tasks get paths, never open handles): a task opens the

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
-from geoseg.blend import BlendKind, BlockPlan, Rect, tile_edges
+from geoseg.blend import BlendKind, tile_edges
+from geoseg.blocks import BlockPlan, Rect
 from geoseg.data import downsample_mean
 from geoseg.options import TTA, Device, Precision
 from geoseg.predict._device import Transfers, normalise_raw

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from geoseg._dask import assign_devices, dask_client, probe_workers
 from geoseg._io import check_memory, check_output, check_output_path
 from geoseg._torch import resolve_device
-from geoseg.blend import BlockPlan, plan_blocks, weight_bits
+from geoseg.blend import weight_bits
+from geoseg.blocks import BlockPlan, plan_blocks
 from geoseg.errors import ConfigError, GeosegError, InputError, first_line
 from geoseg.grid import GeoBox, metres_per_unit
 from geoseg.options import check_overlap, default_overlap
@@ -38,6 +39,7 @@ from geoseg.predict._registry import bound_gdal_cache
 from geoseg.predict._resume import SceneRun
 from geoseg.predict._types import PredictOptions, PredictReport, output_paths
 from geoseg.raster import SceneSpec
+from geoseg.raster.spill import clear_spills
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -178,6 +180,8 @@ def predict_scenes(
         for r in reversed(runs):
             r.discard_if_empty()
         raise
+    finally:
+        clear_spills()  # the decoded DSM copies of this process (raster.spill): no leftovers
     return [reports[r.index] for r in runs]
 
 

@@ -28,7 +28,8 @@ import numpy.typing as npt
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path
-from geoseg.blend import BlockPlan, Rect, decode, seam_sums
+from geoseg.blend import decode, seam_sums
+from geoseg.blocks import BlockPlan, Rect
 from geoseg.grid import GeoBox
 from geoseg.predict._block import BlockResult
 from geoseg.raster import SceneSpec
@@ -194,8 +195,18 @@ class SceneRun:
         is completed by exactly one thread, once all of its contributors' files exist.
         """
         t0 = time.perf_counter()
-        self._write(res)
         b = res.block
+        with self._lock:  # its own seam complete already (its contributors done): seal it now
+            now = (
+                bool(res.seams)
+                and b not in self._sealing
+                and all(c in self.done for c in self.plan.contributors(b) if c != b)
+            )
+            if now:
+                self._sealing.add(b)
+        if now:  # from memory: its seam sums are never written
+            self._seal(b, own=res.seams)
+        self._write(res, own_seams=not now)
         with self._lock:
             self.done.add(b)
             self.stats["tiles"] += res.tiles
@@ -212,10 +223,12 @@ class SceneRun:
         with self._lock:
             self.stats["persist_s"] += time.perf_counter() - t0
             self.sealed.update(ready)
+            if now:
+                self.sealed.add(b)
 
-    def _write(self, res: BlockResult) -> None:
+    def _write(self, res: BlockResult, *, own_seams: bool) -> None:
         b = res.block
-        if res.seams:
+        if res.seams and own_seams:
             arrays: dict[str, npt.NDArray[Any]] = {}
             for i, (rect, sums, valid) in enumerate(res.seams):
                 arrays[f"rect{i}"] = np.asarray(_rect_tuple(rect))
@@ -248,18 +261,31 @@ class SceneRun:
             ready.append(d)
         return ready
 
-    def _seal(self, d: tuple[int, int]) -> None:
-        """Complete block ``d``'s seams from the spilled sums of its contributors."""
+    def _seal(
+        self,
+        d: tuple[int, int],
+        own: Sequence[tuple[Rect, npt.NDArray[np.int32], npt.NDArray[np.bool_]]] | None = None,
+    ) -> None:
+        """Complete block ``d``'s seams from the spilled sums of its contributors.
+
+        ``own``: ``d``'s own seam sums and validity when in memory (else read from its
+        ``s_`` entry).
+        """
         if not self.plan.seam_rects(d):
             return
-        own = _load_arrays(self.work / _bname("s", d))
         pieces: list[tuple[Rect, npt.NDArray[np.int32]]] = []
         valids: list[npt.NDArray[np.bool_]] = []
-        i = 0
-        while f"rect{i}" in own:
-            pieces.append((Rect(*(int(v) for v in own[f"rect{i}"])), own[f"sums{i}"]))
-            valids.append(own[f"valid{i}"])
-            i += 1
+        if own is None:
+            saved = _load_arrays(self.work / _bname("s", d))
+            i = 0
+            own = []
+            while f"rect{i}" in saved:
+                rect = Rect(*(int(v) for v in saved[f"rect{i}"]))
+                own.append((rect, saved[f"sums{i}"], saved[f"valid{i}"]))
+                i += 1
+        for rect, sums, valid in own:
+            pieces.append((rect, sums))
+            valids.append(valid)
         for c in self.plan.contributors(d):
             if c != d:
                 p = _load_arrays(self.work / _bname("p", d, c))

@@ -41,15 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg._torch import cpu_threads
-from geoseg.blend import (
-    Accumulator,
-    BlendKind,
-    Edges,
-    Rect,
-    decode,
-    quantize_weights,
-    weight_window,
-)
+from geoseg.blend import Accumulator, BlendKind, Edges, decode, quantize_weights, weight_window
+from geoseg.blocks import Rect
 from geoseg.options import TTA
 from geoseg.predict._device import (
     Transfers,

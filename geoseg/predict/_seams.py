@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
-from geoseg.blend import AxisPlan, BlockPlan
+from geoseg.blocks import AxisPlan, BlockPlan
 from geoseg.schema import IGNORE
 
 __all__ = ["SeamScore", "border_lines"]

@@ -36,6 +36,7 @@ __all__ = [
     "Ground",
     "GroundPatch",
     "cached_ground",
+    "clear_ground_cache",
     "estimate_ground",
     "interpolate_columns",
     "linear_taps",
@@ -177,6 +178,12 @@ def cached_ground(key: Hashable, estimate: Callable[[], Ground]) -> Ground:
                 _CACHE[key] = g
                 _ESTIMATING.pop(key, None)
     return g
+
+
+def clear_ground_cache() -> None:
+    """Forget every cached ground (the next read of a derived nDSM estimates it again)."""
+    with _LOCK:
+        _CACHE.clear()
 
 
 def estimate_ground(geobox: GeoBox, read_dsm: DsmReader, *, name: str) -> Ground:

@@ -21,6 +21,7 @@ nDSM. When a scene has a DSM but no nDSM file, the nDSM is derived as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -43,6 +44,7 @@ from geoseg.errors import (
 )
 from geoseg.raster.ground import Ground, GroundPatch, cached_ground, estimate_ground
 from geoseg.raster.source import Source, grid_of, north_up, open_raster
+from geoseg.raster.spill import DsmSpill, find_spill, keep_spill
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
 __all__ = [
@@ -332,12 +334,10 @@ class Scene:
         elevs, kinds, ground = [], {}, None
         for n in elev_wanted:
             if n == "dsm":
-                assert self._dsm is not None
-                a, ok = self._read_elev(self._dsm, window)
+                a, ok = self._read_dsm(window)
             elif not derive_ndsm and self._ndsm is None:
-                assert self._dsm is not None
-                a, ok = self._read_elev(self._dsm, window)
-                ground = self._ground().patch(window)
+                ground = self._ground().patch(window)  # first: it spills the DSM
+                a, ok = self._read_dsm(window)
                 if np.isfinite(ground.rows).all():
                     kinds[n] = "dsm-ground"
                 else:  # no ground under some pixels: they are invalid, found here
@@ -378,25 +378,60 @@ class Scene:
     def _read_ndsm(self, window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         if self._ndsm is not None:
             return self._read_elev(self._ndsm, window)
-        assert self._dsm is not None
-        dsm, ok = self._read_elev(self._dsm, window)
         nd = self._ground().sample(window)  # a new array: made the nDSM in place
+        dsm, ok = self._read_dsm(window)
         ok &= np.isfinite(nd)
         np.subtract(dsm, nd, out=nd)
         np.maximum(nd, 0.0, out=nd)  # invalid pixels keep any value: readers mask them
         return nd, ok
 
+    def _dsm_key(self) -> tuple[str, str, float]:
+        assert self._dsm is not None
+        path = self._dsm.path
+        return (str(path), str(self.spec.image), path.stat().st_mtime)
+
+    def _read_dsm(self, window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The DSM over ``window``: from this process's decoded copy when there is one."""
+        assert self._dsm is not None
+        spill = find_spill(self._dsm_key())
+        if spill is not None:
+            with contextlib.suppress(OSError):  # removed meanwhile: read the file
+                return spill.read(window)
+        return self._read_elev(self._dsm, window)
+
     def _ground(self) -> Ground:
-        """The scene's ground estimate, computed once per DSM file (see ``raster.ground``)."""
+        """The scene's ground estimate, computed once per DSM file (see ``raster.ground``).
+
+        The estimate reads the whole DSM: what it decodes is spilled to local disk
+        (:mod:`geoseg.raster.spill`) for the block reads that follow.
+        """
         src = self._dsm
         assert src is not None
-        key = (str(src.path), str(self.spec.image), src.path.stat().st_mtime)
-        return cached_ground(
-            key,
-            lambda: estimate_ground(
-                self.geobox, lambda window: self._read_elev(src, window), name=str(src.path)
-            ),
-        )
+        key = self._dsm_key()
+
+        def estimate() -> Ground:
+            spill = DsmSpill.create(self.geobox.width, self.geobox.height)
+
+            def read(window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+                nonlocal spill
+                a, ok = self._read_elev(src, window)
+                if spill is not None:
+                    try:
+                        spill.add(window, a, ok)
+                    except OSError as exc:  # full disk: the block reads decode the DSM again
+                        logger.debug("%s: DSM spill dropped (%s)", src.path, exc)
+                        spill.remove()
+                        spill = None
+                return a, ok
+
+            ground = estimate_ground(self.geobox, read, name=str(src.path))
+            if spill is not None and spill.complete:
+                keep_spill(key, spill)
+            elif spill is not None:
+                spill.remove()
+            return ground
+
+        return cached_ground(key, estimate)
 
     def read_labels(self, window: Window) -> tuple[npt.NDArray[np.uint8], int]:
         """Class indices over ``window`` (255 = ignore/outside) and the count of unknown colours.

@@ -215,16 +215,18 @@ class Source:
         """Read ``window`` (scene pixel space) boundless: (bands, h, w) ``dtype``, inside-mask."""
         assert self.offset is not None
         h, w = int(window.height), int(window.width)
-        out = np.full((len(self.indexes), h, w), fill, dtype=dtype)
-        inside = np.zeros((h, w), dtype=bool)
         r0 = int(window.row_off) + self.offset[1]
         c0 = int(window.col_off) + self.offset[0]
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + h, self.reader.height), min(c0 + w, self.reader.width)
-        if rr1 <= rr0 or cc1 <= cc0:
-            return out, inside
         dst = (slice(None), slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         whole = dst[1] == slice(0, h) and dst[2] == slice(0, w)
+        shape = (len(self.indexes), h, w)
+        # a window inside the source is read over every pixel: no fill pass
+        out = np.empty(shape, dtype=dtype) if whole else np.full(shape, fill, dtype=dtype)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return out, np.zeros((h, w), dtype=bool)
+        inside = np.ones((h, w), dtype=bool) if whole else np.zeros((h, w), dtype=bool)
         arr = gdal_call(  # straight into ``out`` when the window lies inside: no second copy
             lambda: self.reader.read(
                 self.indexes,
@@ -238,7 +240,7 @@ class Source:
         )
         if not whole:
             out[dst] = arr
-        inside[dst[1:]] = True
+            inside[dst[1:]] = True
         return out, inside
 
     @property

@@ -134,8 +134,9 @@ def test_disk_full_replacing_an_output_leaves_the_previous_one(
     calls: list[object] = []
 
     def full_on_second(src: Any, dst: Any, **kw: Any) -> None:
-        calls.append(dst)
-        if len(calls) == 2:  # the second raster, after the first was written
+        if kw.get("driver") == "COG":  # not the VRT that hands a COG its overviews
+            calls.append(dst)
+        if len(calls) == 2 and kw.get("driver") == "COG":  # the second raster, after the first
             Path(dst).write_bytes(b"II*\x00")
             raise _full(dst)
         real_copy(src, dst, **kw)

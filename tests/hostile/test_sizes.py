@@ -14,7 +14,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.blend import plan_blocks
+from geoseg.blocks import plan_blocks
 from geoseg.predict import PredictOptions
 from geoseg.predict._driver import _check_sizes
 from geoseg.predict._model import ModelMeta

@@ -11,7 +11,7 @@ import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
 
-from geoseg.blend import plan_blocks
+from geoseg.blocks import plan_blocks
 from geoseg.errors import BandMismatchError
 from geoseg.predict import predict_scenes
 from geoseg.raster import SceneSpec

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from geoseg.blend import (
     PROB_SCALE,
     Accumulator,
-    Rect,
     decode,
     quantize_probs,
     quantize_weights,
     weight_window,
 )
+from geoseg.blocks import Rect
 from geoseg.predict._device import Transfers, compile_module, model_probs, normalise, quantize
 from geoseg.schema import IGNORE
 

@@ -70,7 +70,7 @@ def area_of(values: np.ndarray) -> Any:
 
 def run_block_on(runner: Any, values: np.ndarray, *, probabilities: bool = True) -> Any:
     """One block of n side-by-side 8 x 8 tiles (no overlap) through the runner."""
-    from geoseg.blend import Rect
+    from geoseg.blocks import Rect
 
     n = values.shape[2] // 8
     rect = Rect(0, 0, 8, 8 * n)
@@ -126,7 +126,7 @@ def test_runner_serves_concurrent_blocks_in_full_batches_with_exact_results() ->
 def test_runner_hands_a_model_error_to_every_block_in_the_batch(
     fail_on_call: int, expected: list[str]
 ) -> None:
-    from geoseg.blend import Rect
+    from geoseg.blocks import Rect
     from geoseg.predict._runner import Runner
 
     gate = threading.Event()
@@ -167,7 +167,7 @@ def test_runner_hands_a_model_error_to_every_block_in_the_batch(
 def test_a_broken_runner_fails_waiting_and_later_blocks_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from geoseg.blend import Rect
+    from geoseg.blocks import Rect
     from geoseg.predict._runner import Runner
 
     def broken(self: object, *args: object) -> None:
@@ -192,7 +192,7 @@ def test_a_broken_runner_fails_waiting_and_later_blocks_instead_of_hanging(
 
 
 def test_a_busy_runner_is_not_evicted_and_a_closed_one_refuses_new_blocks() -> None:
-    from geoseg.blend import Rect
+    from geoseg.blocks import Rect
     from geoseg.predict._runner import Runner
 
     runner = Runner(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.blend import plan_blocks
+from geoseg.blocks import plan_blocks
 from geoseg.predict._seams import SeamScore, border_lines
 from geoseg.schema import IGNORE
 
