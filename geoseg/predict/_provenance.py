@@ -16,8 +16,14 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rasterio.windows import Window
 
 from geoseg._io import atomic_path
 from geoseg.predict._model import ModelMeta, ModelRef
@@ -29,7 +35,7 @@ from geoseg.raster.tags import provenance_tags
 from geoseg.raster.writers import write_classes, write_probabilities
 from geoseg.schema import IGNORE
 
-__all__ = ["finish", "resolved_json", "seam_score", "work_key"]
+__all__ = ["finish", "resolved_json", "work_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +125,6 @@ def resolved_json(run: SceneRun, options: PredictOptions) -> dict[str, object]:
     }
 
 
-def seam_score(run: SceneRun) -> dict[str, float | int | None]:
-    """The seam score of the finished class map (:class:`~geoseg.predict._seams.SeamScore`)."""
-    score = SeamScore(run.plan)
-    for window, classes, _ in run.blocks(probs=False):
-        score.add(window, classes)
-    return score.summary()
-
-
 def finish(
     run: SceneRun, options: PredictOptions, ref: ModelRef, t_start: float, device: str
 ) -> PredictReport:
@@ -162,7 +160,7 @@ def finish(
         )
     t_probs = time.perf_counter() - t0
     mpx = run.geobox.width * run.geobox.height / 1e6
-    side = {
+    side: dict[str, Any] = {
         "geoseg_version": __version__,
         "scene": run.spec.id,
         "inputs": {
@@ -208,7 +206,7 @@ def finish(
             "computed": len(run.plan.blocks) - run.resumed,
         },
         "resolved": resolved_json(run, options),
-        "seam_score": seam_score(run),
+        "seam_score": None,  # counted while the class raster is written
         "timings": {
             "read_s": round(run.stats["read_s"], 3),
             "model_wait_s": round(run.stats["wait_s"], 3),
@@ -219,19 +217,30 @@ def finish(
         "megapixels": round(mpx, 3),
         "warnings": run.warnings,
     }
-    side["timings"]["write_probs_s"] = round(t_probs, 3)  # type: ignore[index]
-    side["timings"]["wall_s"] = round(time.perf_counter() - t_start, 3)  # type: ignore[index]
-    # The sidecar first, the class raster last: its existence marks a finished scene.
-    with atomic_path(paths["sidecar"], overwrite=True) as tmp:  # checked up front
-        tmp.write_text(json.dumps(side, indent=2))
+    side["timings"]["write_probs_s"] = round(t_probs, 3)
+    score = SeamScore(run.plan)
+
+    def blocks() -> Iterator[tuple[Window, npt.NDArray[np.uint8]]]:
+        for w, c, _ in run.blocks(probs=False):
+            score.add(w, c)  # the seam score, in the same pass over the finished blocks
+            yield w, c
+
+    def write_sidecar() -> None:
+        side["seam_score"] = score.summary()
+        side["timings"]["wall_s"] = round(time.perf_counter() - t_start, 3)
+        # The sidecar before the class raster: its existence marks a finished scene.
+        with atomic_path(paths["sidecar"], overwrite=True) as tmp:  # checked up front
+            tmp.write_text(json.dumps(side, indent=2))
+
     write_classes(
         paths["classes"],
-        ((w, c) for w, c, _ in run.blocks(probs=False)),
+        blocks(),
         geobox=run.geobox,
         schema=meta.schema,
         tags=tags,
         overwrite=replace,
         creation_options=options.creation_options,
+        staged=write_sidecar,
     )
     shutil.rmtree(run.work, ignore_errors=True)
     seconds = time.perf_counter() - t_start

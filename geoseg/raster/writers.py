@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,7 @@ def write_classes(
     tags: Mapping[str, str] | None = None,
     overwrite: bool = False,
     creation_options: Sequence[tuple[str, str]] = (),
+    staged: Callable[[], None] | None = None,
 ) -> Path:
     """Write a class raster COG from blocks (see the module docs for what it carries).
 
@@ -132,6 +133,8 @@ def write_classes(
         tags: Dataset metadata (e.g. provenance) to store in the file.
         overwrite: Replace an existing output.
         creation_options: Extra COG creation options ``(KEY, VALUE)``.
+        staged: Called once every block is written, before the COG is made (e.g. to write
+            a sidecar that must exist before the output does).
 
     Returns:
         The output path.
@@ -157,6 +160,7 @@ def write_classes(
         tags=tags,
         resampling="MODE",
         own_overviews=True,
+        staged=staged,
         overwrite=overwrite,
         creation_options=creation_options,
         pam=class_pam_xml(schema),
@@ -229,6 +233,7 @@ def _write_cog(
     creation_options: Sequence[tuple[str, str]],
     pam: str | None,
     own_overviews: bool = False,
+    staged: Callable[[], None] | None = None,
 ) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final, stages=True)
@@ -245,6 +250,10 @@ def _write_cog(
             "transform": geobox.transform,
             **_STAGE_OPTIONS,
         }
+        if count == 1:
+            # a class map is staged uncompressed (1 byte per pixel): written, read for its
+            # overviews and copied without a codec pass each time
+            del profile["compress"], profile["zstd_level"]
         if nodata is not None:
             profile["nodata"] = nodata
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
@@ -253,6 +262,8 @@ def _write_cog(
                 fill(ds)  # type: ignore[operator]
                 if tags:
                     write_tags(ds, tags)
+            if staged is not None:
+                staged()
             options = {
                 "BLOCKSIZE": str(COG_BLOCKSIZE),
                 # ZSTD level 1: writes a prediction's map 1.4-2.7x faster than DEFLATE for
