@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -35,7 +36,9 @@ class HostCost:
     (normalisation, model, softmax, blending, decoding) runs on the CPU too: the model
     thread's share (``device_ms_per_mpx``, with torch on one thread so that it is all in
     that thread) is what a GPU would take off the host, and ``host_ms_per_mpx`` is the rest.
-    On CUDA everything the process spends is host time.
+    On CUDA everything the process spends is host time. A shared machine's noise moves one
+    run by 10-20 %: the figures are the medians of ``runs`` predictions (and as many floor
+    measurements), with the range of the host's.
 
     Attributes:
         total_ms_per_mpx: CPU-ms per scene Mpx of the whole prediction.
@@ -44,7 +47,9 @@ class HostCost:
         floor_ms_per_mpx: CPU-ms per scene Mpx of plain block-aligned rasterio reads of the
             same bands (image and DSM): the floor any reader pays.
         ratio: ``host / floor``.
-        seconds: Wall time of the prediction.
+        seconds: Wall time of a prediction.
+        host_range: The lowest and highest ``host_ms_per_mpx`` of the runs.
+        runs: Predictions measured.
     """
 
     total_ms_per_mpx: float
@@ -53,14 +58,18 @@ class HostCost:
     floor_ms_per_mpx: float
     ratio: float
     seconds: float
+    host_range: tuple[float, float] = (0.0, 0.0)
+    runs: int = 1
 
     def summary(self) -> list[str]:
         """Human-readable lines."""
+        lo, hi = self.host_range
         return [
             f"(d) host cost  : {self.host_ms_per_mpx:9.1f} CPU-ms per scene Mpx with the 1x1 "
             f"model = {self.ratio:.1f} x the read floor ({self.floor_ms_per_mpx:.1f})",
-            f"                 (whole process {self.total_ms_per_mpx:.1f}, of which device work "
-            f"on the CPU {self.device_ms_per_mpx:.1f})",
+            f"                 (median of {self.runs} runs, range {lo:.1f}-{hi:.1f}; whole "
+            f"process {self.total_ms_per_mpx:.1f}, of which device work on the CPU "
+            f"{self.device_ms_per_mpx:.1f})",
         ]
 
 
@@ -87,47 +96,63 @@ def read_floor(spec: SceneSpec) -> float:
 
 
 def host_cost(
-    spec: SceneSpec, root: Path, *, device: str, workers: int, tile_size: int, overlap: int
+    spec: SceneSpec,
+    root: Path,
+    *,
+    device: str,
+    workers: int,
+    tile_size: int,
+    overlap: int,
+    runs: int = 3,
 ) -> HostCost:
-    """(d): CPU time per scene Mpx of predicting ``spec`` with the 1x1 model (image + nDSM)."""
+    """(d): CPU time per scene Mpx of predicting ``spec`` with the 1x1 model (image + nDSM).
+
+    Each run is a new prediction: the scene's ground is estimated afresh, as by any new run
+    (the modules are loaded already). The medians of ``runs`` runs and floors.
+    """
     import torch
 
-    floor = read_floor(spec)
-    clear_ground_cache()  # the scene's ground is estimated again, as by any new run
-    clear_spills()
-    out = Path(tempfile.mkdtemp(prefix="host-", dir=root))
+    floors, totals, devs, secs = [], [], [], []
     threads = torch.get_num_threads()
     if device == "cpu":
         torch.set_num_threads(1)  # the device work is then all in the model thread
     try:
-        c0, t0 = _cpu_seconds(), time.perf_counter()
-        (rep,) = predict_scenes(
-            [spec],
-            rule_model(),
-            out,
-            options=PredictOptions(
-                tile_size=tile_size,
-                overlap=overlap,
-                device=device,
-                workers=workers,
-            ),
-        )
-        seconds = time.perf_counter() - t0
-        mpx = rep.megapixels
-        total = (_cpu_seconds() - c0) * 1e3 / mpx
-        side = json.loads(rep.sidecar.read_text())
+        for _ in range(runs):
+            floors.append(read_floor(spec))
+            clear_ground_cache()
+            clear_spills()
+            out = Path(tempfile.mkdtemp(prefix="host-", dir=root))
+            try:
+                c0, t0 = _cpu_seconds(), time.perf_counter()
+                (rep,) = predict_scenes(
+                    [spec],
+                    rule_model(),
+                    out,
+                    options=PredictOptions(
+                        tile_size=tile_size, overlap=overlap, device=device, workers=workers
+                    ),
+                )
+                secs.append(time.perf_counter() - t0)
+                mpx = rep.megapixels
+                totals.append((_cpu_seconds() - c0) * 1e3 / mpx)
+                side = json.loads(rep.sidecar.read_text())
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            cpu = side["timings"]["device_cpu_s"] * 1e3 / mpx if device == "cpu" else 0.0
+            devs.append(cpu)
     finally:
         torch.set_num_threads(threads)
-        shutil.rmtree(out, ignore_errors=True)
-    dev = side["timings"]["device_cpu_s"] * 1e3 / mpx if device == "cpu" else 0.0
-    host = total - dev
+    hosts = [t - d for t, d in zip(totals, devs, strict=True)]
+    host, floor = statistics.median(hosts), statistics.median(floors)
     return HostCost(
-        total_ms_per_mpx=total,
-        device_ms_per_mpx=dev,
+        total_ms_per_mpx=statistics.median(totals),
+        device_ms_per_mpx=statistics.median(devs),
         host_ms_per_mpx=host,
         floor_ms_per_mpx=floor,
         ratio=host / floor if floor > 0 else float("inf"),
-        seconds=seconds,
+        seconds=statistics.median(secs),
+        host_range=(min(hosts), max(hosts)),
+        runs=runs,
     )
 
 

@@ -206,17 +206,18 @@ def estimate_ground(geobox: GeoBox, read_dsm: DsmReader, *, name: str) -> Ground
     cell_m = f * res_m
     radius = max(1, round(GROUND_RADIUS_M / cell_m))
     ch, cw = -(-gb.height // f), -(-gb.width // f)
-    coarse = np.full((ch, cw), np.inf, dtype=np.float32)
+    coarse = np.full((ch, cw), np.nan, dtype=np.float32)
     # Stream the DSM in strips of whole coarse rows; memory: one strip.
     strip = max(1, 2048 // f) * f
     for r0 in range(0, gb.height, strip):
         h = min(strip, gb.height - r0)
         dsm, ok = read_dsm(Window(0, r0, cw * f, -(-h // f) * f))
-        np.copyto(dsm, np.float32(np.inf), where=~ok)
+        np.copyto(dsm, np.float32(np.nan), where=~ok)
         hc = dsm.shape[0] // f
-        # min over each cell's rows (a contiguous reduction), then over its columns
-        rows = dsm.reshape(hc, f, cw * f).min(axis=1)
-        coarse[r0 // f : r0 // f + hc] = rows.reshape(hc, cw, f).min(axis=2)
+        # min over each cell's rows (a contiguous reduction), then over its columns; fmin
+        # skips NaN (a cell without a valid pixel stays NaN)
+        rows = np.fmin.reduce(dsm.reshape(hc, f, cw * f), axis=1)
+        coarse[r0 // f : r0 // f + hc] = np.fmin.reduce(rows.reshape(hc, cw, f), axis=2)
     bad = ~np.isfinite(coarse)
     if bad.all():
         logger.warning("%s: the DSM has no valid pixel; nDSM is all nodata", name)

@@ -64,7 +64,7 @@ def test_bench_predict_reports_the_host_cost_beside_the_read_floor(tmp_path: Pat
     assert host.floor_ms_per_mpx > 0 and host.total_ms_per_mpx > 0
     # on the CPU the device work is measured apart and the host is the rest
     assert 0 < host.device_ms_per_mpx < host.total_ms_per_mpx
-    assert host.host_ms_per_mpx == pytest.approx(host.total_ms_per_mpx - host.device_ms_per_mpx)
+    assert host.runs == 3 and host.host_range[0] <= host.host_ms_per_mpx <= host.host_range[1]
     assert host.ratio == pytest.approx(host.host_ms_per_mpx / host.floor_ms_per_mpx)
     # a seamless blend of a 1x1 model: tile borders are not special
     assert rep.seams["border_pairs"] and rep.seams["ratio"] is not None
