@@ -205,3 +205,28 @@ def test_downsample_mean_batched_equals_per_tile() -> None:
     for i in range(3):
         one, one_ok = downsample_mean(tiles[i], valid[i], 4)
         assert np.array_equal(out[i], one) and np.array_equal(ok[i], one_ok)
+
+
+def test_a_worker_thread_keeps_its_scenes_open_and_reopens_a_changed_file(tmp_path: Path) -> None:
+    import threading
+
+    from geoseg.predict._block import KEEP_OPEN, open_scene
+
+    specs = [random_scene(tmp_path, 20, 30, seed=s) for s in range(KEEP_OPEN + 1)]
+    first = open_scene(specs[0])
+    assert open_scene(specs[0]) is first  # the next block task of the thread reuses it
+    other: list[object] = []
+    t = threading.Thread(target=lambda: other.append(open_scene(specs[0])))
+    t.start()
+    t.join()
+    assert other[0] is not first  # a GDAL dataset is never shared between threads
+    # the file changes on disk: another inode and size, so it is opened afresh
+    img = np.full((3, 20, 30), 9, dtype=np.uint8)
+    write_raster(tmp_path / "new.tif", img, compress="deflate").replace(specs[0].image)
+    again = open_scene(specs[0])
+    assert again is not first and first._sources == []  # the stale one was closed
+    raw = again.read_raw(rasterio.windows.Window(0, 0, 30, 20))
+    assert (raw.image == 9).all()
+    for spec in specs[1:]:  # beyond KEEP_OPEN scenes, the least recently used is closed
+        open_scene(spec)
+    assert again._sources == []

@@ -131,3 +131,68 @@ def test_sigkill_then_resume_redoes_nothing_and_gives_the_same_raster(tmp_path: 
         b = read(output_paths(fresh, "scene")[name])
         assert np.array_equal(a, b)
     assert not work.exists()
+
+
+def _block_results(plan, num_classes: int, seed: int):
+    """Random integer sums for every block's seams and pieces, as run_block returns them."""
+    from geoseg.predict._block import BlockResult
+
+    rng = np.random.default_rng(seed)
+
+    def sums(r):
+        s = rng.integers(0, 1000, (num_classes + 1, r.height, r.width), dtype=np.int32)
+        s[-1] += 1
+        return s
+
+    out = {}
+    for b in plan.blocks:
+        brect = plan.block_rect(b)
+        seams = [(r, sums(r), np.ones((r.height, r.width), dtype=bool)) for r in plan.seam_rects(b)]
+        pieces = [
+            (d, plan.piece_rect(b, d), sums(plan.piece_rect(b, d))) for d in plan.dependents(b)
+        ]
+        out[b] = BlockResult(
+            scene_index=0, block=b,
+            classes=np.zeros((brect.height, brect.width), dtype=np.uint8), probs=None,
+            seams=seams, pieces=[p for p in pieces if not p[1].empty], tiles=1, skipped=0,
+            read_s=0.0, wait_s=0.0, device_s=0.0, runtime=("cpu", "fp32", 1, 0.0), seconds=0.0,
+        )  # fmt: skip
+    return out
+
+
+def test_a_seam_is_sealed_from_memory_when_its_contributors_are_done_else_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoseg.predict._resume as resume
+    from geoseg.blocks import plan_blocks
+    from geoseg.grid import GeoBox
+    from geoseg.raster import SceneSpec
+    from tests.conftest import POTSDAM_TF
+
+    plan = plan_blocks((300, 300), tile_size=64, overlap=16, block_size=100)
+    results = _block_results(plan, 3, seed=7)
+    written: list[str] = []
+    real_save = resume._save_arrays
+    monkeypatch.setattr(
+        resume, "_save_arrays", lambda p, **a: (written.append(p.name), real_save(p, **a))
+    )
+    finals = {}
+    for name, blocks in (("a", plan.blocks), ("b", plan.blocks[::-1])):
+        written.clear()
+        work = tmp_path / name / ".s.partial"
+        run = resume.SceneRun(
+            0, SceneSpec("s", tmp_path / "img.tif"), geobox=GeoBox(300, 300, POTSDAM_TF, None),
+            plan=plan, key="k", paths={"work": work}, probabilities=False, warnings=[],
+        )  # fmt: skip
+        run.open()
+        for b in blocks:
+            run.persist(results[b])
+        assert run.complete
+        own_seams_on_disk = [n for n in written if n.startswith("s_")]
+        if name == "a":  # row-major: every seam's contributors are done before it
+            assert own_seams_on_disk == []
+        else:  # reversed: seams wait on disk for their contributors
+            assert own_seams_on_disk
+        finals[name] = [(w, c.copy()) for w, c, _ in run.blocks(probs=False)]
+    for (wa, ca), (wb, cb) in zip(finals["a"], finals["b"], strict=True):
+        assert wa == wb and np.array_equal(ca, cb)
