@@ -66,6 +66,7 @@ class FeatureContext:
     min_area: float
     has_prob: bool
     targets: dict[int, LayerTarget]
+    size: tuple[int, int] = (0, 0)  # the raster's (width, height): its extent in pixels
 
 
 @functools.cache
@@ -188,19 +189,16 @@ def regularize_batch(
     Returns:
         Feature batches per layer.
     """
-    from geoseg.vectorize._regularize import clip_to_territory, regularize_polygon
+    from geoseg.vectorize._regularize import clip_to_territory, regularize_building
 
+    extent = shapely.box(0, 0, *ctx.size)
     all_parts: list[list[Polygon]] = []
     for piece, neighbours in jobs:
         parts: list[Polygon] = []
         for poly in polygon_parts(piece.geom):
             filled = _fill_holes(poly, ctx.hole_px)
-            reg = regularize_polygon(filled)
-            if reg is None:  # too small or too irregular: keep the cleaned outline
-                sub = Piece(piece.cls, filled, piece.count, piece.prob_sum, piece.nodes, 0)
-                parts.extend(_clean_piece(sub, ctx))
-                continue
-            parts.extend(clip_to_territory(reg, poly, neighbours, margin))
+            outline, _ = regularize_building(filled, extent)
+            parts.extend(clip_to_territory(outline, poly, neighbours, margin))
         all_parts.append(parts)
     return _features([p for p, _ in jobs], all_parts, ctx)
 

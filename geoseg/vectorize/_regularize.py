@@ -202,6 +202,7 @@ def regularize_polygon(
     tolerance: float = 1.5,
     max_deviation: float = math.radians(15.0),
     min_hole_area: float = 4.0,
+    angle: float | None = None,
 ) -> Polygon | None:
     """A rectilinear version of a pixel-staircase building outline.
 
@@ -211,22 +212,27 @@ def regularize_polygon(
         max_deviation: Edges within this angle (radians) of the dominant axes become
             axis-parallel walls meeting at right angles.
         min_hole_area: Holes smaller than this (pixels²) are dropped.
+        angle: The walls' orientation (radians); default: the outline's dominant angle,
+            refined by the walls' residual tilt.
 
     Returns:
         The regularized polygon, or None when the outline is too small or the result is
         not a sensible polygon (caller keeps the original then).
     """
-    theta = dominant_angle(poly, tolerance=tolerance)
     c = poly.centroid
     origin = (c.x, c.y)
-    first = _regularize_ring(
-        _rotate(np.asarray(poly.exterior.coords), -theta, origin),
-        tolerance,
-        max_deviation,
-        3 * tolerance,
-    )
-    if first is not None:
-        theta += first[1]
+    if angle is not None:
+        theta = angle
+    else:
+        theta = dominant_angle(poly, tolerance=tolerance)
+        first = _regularize_ring(
+            _rotate(np.asarray(poly.exterior.coords), -theta, origin),
+            tolerance,
+            max_deviation,
+            3 * tolerance,
+        )
+        if first is not None:
+            theta += first[1]
     rings: list[npt.NDArray[np.float64]] = []
     for k, ring in enumerate([poly.exterior, *poly.interiors]):
         if k > 0 and Polygon(ring).area < min_hole_area:
@@ -275,3 +281,62 @@ def clip_to_territory(
     allowed = shapely.union(original, shapely.difference(band, others))
     clipped = shapely.intersection(reg, allowed)
     return [p for p in polygon_parts(clipped) if p.area >= 1.0]
+
+
+MAX_GROWTH_PX = 1.0
+"""How far (pixels) a regularized outline may reach outside its own pixels."""
+
+_AXIS_PREFERENCE = 0.01
+"""IoU an axis-aligned candidate may give up and still win (pixels' own axes first)."""
+
+
+def iou(a: shapely.Geometry, b: shapely.Geometry) -> float:
+    """Intersection over union of two areas (0 when both are empty)."""
+    union = shapely.union(a, b).area
+    return float(shapely.intersection(a, b).area / union) if union > 0 else 0.0
+
+
+def regularize_building(
+    poly: Polygon, extent: Polygon, *, tolerance: float = 1.5
+) -> tuple[Polygon, bool]:
+    """The best outline of a building's pixels: rectilinear when that fits, kept on them.
+
+    Rectilinear candidates come from three orientations, the pixel grid's own axes and the
+    outline's dominant one (long edges weighted by length) with and without the walls'
+    residual tilt, and from Douglas-Peucker tolerances of 1 to 3 pixels (the wall runs).
+    Each is clipped to ``extent`` (a building cut by the raster's edge keeps that straight
+    edge) and to :data:`MAX_GROWTH_PX` around its own pixels. The candidate that fits the
+    pixels best (IoU) wins, the grid's axes unless another fits :data:`_AXIS_PREFERENCE`
+    better. A winner that fits the pixels worse than the raw outline (the pixel outline
+    simplified with ``tolerance``: no shape prior) is rejected for the raw outline.
+
+    Args:
+        poly: The building's pixels (outline, pixel coordinates, holes filled).
+        extent: The raster's extent in pixel coordinates.
+        tolerance: Douglas-Peucker tolerance (pixels) of the raw outline.
+
+    Returns:
+        ``(outline, rectilinear)``: the outline and whether it is a regularized one.
+    """
+    allowed = shapely.intersection(extent, poly.buffer(MAX_GROWTH_PX, join_style="mitre"))
+    dominant = dominant_angle(poly, tolerance=tolerance)
+    tried = [(0.0, tolerance), (None, tolerance), (dominant, tolerance)]
+    tried += [(a, t) for t in (1.0, 2.0, 3.0) for a in (0.0, dominant)]
+    best: tuple[Polygon, float] | None = None
+    for angle, tol in tried:
+        reg = regularize_polygon(poly, tolerance=tol, angle=angle)
+        if reg is None:
+            continue
+        parts = polygon_parts(shapely.intersection(reg, allowed))
+        if not parts:
+            continue
+        cand = max(parts, key=lambda p: p.area)
+        fit = iou(cand, poly) + (_AXIS_PREFERENCE if angle == 0.0 else 0.0)
+        if best is None or fit > best[1]:
+            best = (cand, fit)
+    raw = shapely.simplify(poly, tolerance, preserve_topology=True)
+    raw_parts = polygon_parts(shapely.intersection(raw, allowed)) or [poly]
+    raw = max(raw_parts, key=lambda p: p.area)
+    if best is not None and iou(best[0], poly) >= iou(raw, poly):
+        return best[0], True
+    return raw, False

@@ -192,6 +192,7 @@ def _context(
         min_area=options.min_area,
         has_prob=has_prob,
         targets={t.cls: t for t in targets},
+        size=(source.width, source.height),
     )
     return ctx, px_m
 

@@ -11,7 +11,13 @@ import shapely
 import shapely.affinity
 from affine import Affine
 
-from geoseg.vectorize._regularize import clip_to_territory, regularize_polygon
+from geoseg.vectorize._regularize import (
+    MAX_GROWTH_PX,
+    clip_to_territory,
+    regularize_building,
+    regularize_polygon,
+)
+from geoseg.vectorize._regularize import iou as regularized_iou
 from tests.vectorize.helpers import raster_pieces
 
 
@@ -89,3 +95,44 @@ def test_clip_to_territory_prevents_overlap() -> None:
     assert ca.contains(a) and cb.contains(b)
     # With no neighbour near, the outline is kept as it is.
     assert clip_to_territory(grow_a, a, [shapely.box(100, 100, 110, 110)], 2.0) == [grow_a]
+
+
+def _verts(g: shapely.Geometry) -> np.ndarray:
+    return shapely.get_coordinates(g)
+
+
+@pytest.mark.parametrize("angle", [0, 17])
+def test_regularize_building_fits_and_stays_on_its_pixels(angle: float) -> None:
+    truth = shapely.affinity.translate(
+        shapely.affinity.rotate(shapely.box(0, 0, 70, 35), angle, origin="centroid"), 45, 60
+    )
+    stair = _staircase(truth)
+    out, rectilinear = regularize_building(stair, shapely.box(0, 0, 160, 160))
+    assert rectilinear and out.is_valid and len(out.exterior.coords) - 1 == 4
+    assert regularized_iou(out, truth) >= regularized_iou(stair, truth)
+    assert shapely.distance(stair, shapely.points(_verts(out))).max() <= MAX_GROWTH_PX + 1e-9
+    if angle == 0:  # axis-aligned pixels give axis-aligned walls
+        d = np.diff(_verts(out), axis=0)
+        assert np.all((np.abs(d[:, 0]) < 1e-9) | (np.abs(d[:, 1]) < 1e-9))
+
+
+def test_a_building_cut_by_the_raster_edge_keeps_its_straight_edge() -> None:
+    # a building tilted 8 degrees, cut by the raster's left and top edges
+    truth = shapely.affinity.rotate(shapely.box(-20, -15, 50, 30), 8, origin=(15, 7))
+    extent = shapely.box(0, 0, 160, 160)
+    stair = _staircase(truth)
+    out, _ = regularize_building(stair, extent)
+    xy = _verts(out)
+    assert xy.min() >= 0.0  # never outside the raster
+    on_left = out.intersection(shapely.LineString([(0, 0), (0, 160)]))
+    on_top = out.intersection(shapely.LineString([(0, 0), (160, 0)]))
+    assert on_left.length >= 0.9 * stair.intersection(shapely.LineString([(0, 0), (0, 160)])).length
+    assert on_top.length >= 0.9 * stair.intersection(shapely.LineString([(0, 0), (160, 0)])).length
+
+
+def test_a_candidate_that_fits_worse_than_the_raw_outline_is_rejected() -> None:
+    # a round silo: no rectilinear outline fits it better than its simplified pixels
+    stair = _staircase(shapely.Point(80, 80).buffer(30, quad_segs=32))
+    out, rectilinear = regularize_building(stair, shapely.box(0, 0, 160, 160))
+    assert not rectilinear
+    assert regularized_iou(out, stair) >= regularized_iou(shapely.simplify(stair, 1.5), stair) - 1e-9

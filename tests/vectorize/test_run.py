@@ -434,3 +434,45 @@ def test_real_spacenet_footprints(tmp_path: Path) -> None:
     assert float(np.mean(ious)) >= 0.95
     # The README's expectation: 43 polygons over 40 px² from the same mask.
     assert int((df.area_m2 > 40 * 0.25).sum()) == 43
+
+
+def test_real_spacenet_footprints_regularized_through_the_cli(tmp_path: Path) -> None:
+    """Issue 13: regularized outlines stay in the raster and on their pixels, and fit the
+    true footprints at least as well as the plain outlines, with far fewer vertices."""
+    import geopandas as gpd
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+    from geoseg.evaluate import vector_quality
+
+    folder = real_data("solaris_spacenet4_atlanta")
+    with rasterio.open(folder / "sample_geotiff.tif") as ds:
+        tf, crs, shape = ds.transform, ds.crs, ds.shape
+    truth = gpd.read_file(folder / "geotiff_labels.geojson").to_crs(crs)
+    mask = rasterio.features.rasterize(
+        [(g, 1) for g in truth.geometry], out_shape=shape, transform=tf
+    ).astype(np.uint8)
+    classes = np.where(mask == 1, BUILDING, LOWVEG).astype(np.uint8)
+    src = write_raster(tmp_path / "atl.tif", classes, transform=tf, crs=crs.to_wkt(), nodata=255)
+    own = shapely.union_all(
+        [shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(mask, mask=mask == 1, transform=tf)]
+    )
+    extent = shapely.box(tf.c, tf.f + tf.e * shape[0], tf.c + tf.a * shape[1], tf.f)
+    stats = {}
+    for flag in ([], ["--regularize"]):
+        out = tmp_path / f"atl{len(flag)}.gpkg"
+        args = ["vectorize", str(src), "-o", str(out), "--classes", "building", *flag]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        geoms = pyogrio.read_dataframe(out, layer="buildings").geometry.values
+        assert shapely.is_valid(geoms).all()
+        pts = shapely.points(np.concatenate([shapely.get_coordinates(g) for g in geoms]))
+        assert shapely.covers(extent, pts).all()  # no vertex outside the raster
+        assert (shapely.distance(own, pts) / abs(tf.a)).max() <= 1.5  # on its own pixels
+        tp, fp, fn, ious = _match(geoms, truth.geometry.values)
+        q = vector_quality(geoms, truth.geometry.values)
+        stats[bool(flag)] = (2 * tp / (2 * tp + fp + fn), float(np.mean(ious)), q)
+    (f1_plain, iou_plain, q_plain), (f1_reg, iou_reg, q_reg) = stats[False], stats[True]
+    assert iou_plain >= 0.95 and iou_reg >= iou_plain
+    assert f1_reg >= f1_plain
+    assert q_reg["c_iou"] > 2 * q_plain["c_iou"] and q_reg["n_ratio"] < 1.5 < q_plain["n_ratio"]
