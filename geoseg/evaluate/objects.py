@@ -17,7 +17,9 @@ The rule, as in the SpaceNet challenges and solaris' ``Evaluator``:
 4. Unmatched truth polygons are false negatives.
 
 Precision, recall and F1 follow solaris: all three are 0 when there is no true positive,
-and ``F1 = 2PR / (P + R)``.
+and ``F1 = 2PR / (P + R)``. Each match also carries its outline quality (C-IoU, N-ratio,
+PoLiS) and the result the gap and overlap areas between the proposals
+(:mod:`geoseg.evaluate.shapes`).
 
 Invalid polygons are repaired with ``shapely.make_valid(method="structure")`` and counted in
 a warning. Candidates come from an STRtree query and all IoUs are computed in one vectorised
@@ -39,6 +41,7 @@ import pandas as pd
 import shapely
 
 from geoseg.errors import InputError
+from geoseg.evaluate.shapes import ShapeQuality, neighbour_gaps, pair_shape, shape_quality
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -66,6 +69,9 @@ class MatchPair(NamedTuple):
     proposal: Hashable
     truth: Hashable
     iou: float
+    c_iou: float = math.nan
+    n_ratio: float = math.nan
+    polis: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ class ObjectMetrics:
     truth_iou: npt.NDArray[np.float64] = field(
         default_factory=lambda: np.zeros(0), repr=False, compare=False
     )
+    gap_area: float = 0.0
+    overlap_area: float = 0.0
 
     def __post_init__(self) -> None:
         arr = np.array(self.truth_iou, dtype=np.float64)
@@ -119,6 +127,15 @@ class ObjectMetrics:
             return math.nan
         return float(np.mean([m.iou for m in self.matches]))
 
+    @property
+    def shapes(self) -> ShapeQuality:
+        """Outline quality of the matches and the proposals' gaps and overlaps."""
+        return shape_quality(
+            [(m.c_iou, m.n_ratio, m.polis) for m in self.matches],
+            self.gap_area,
+            self.overlap_area,
+        )
+
     @classmethod
     def combine(cls, parts: Iterable[ObjectMetrics]) -> ObjectMetrics:
         """Pool several results (e.g. images into an AOI): counts add, scores are recomputed.
@@ -132,6 +149,8 @@ class ObjectMetrics:
             fn=sum(m.fn for m in items),
             matches=tuple(p for m in items for p in m.matches),
             truth_iou=np.concatenate([m.truth_iou for m in items]) if items else np.zeros(0),
+            gap_area=sum(m.gap_area for m in items),
+            overlap_area=sum(m.overlap_area for m in items),
         )
 
     def to_dict(self, *, include_matches: bool = True) -> dict[str, object]:
@@ -144,10 +163,17 @@ class ObjectMetrics:
             "recall": self.recall,
             "f1": self.f1,
             "mean_iou": None if math.isnan(self.mean_iou) else self.mean_iou,
+            **self.shapes.to_dict(),
         }
         if include_matches:
             out["matches"] = [
-                {"proposal": _label(m.proposal), "truth": _label(m.truth), "iou": m.iou}
+                {
+                    "proposal": _label(m.proposal),
+                    "truth": _label(m.truth),
+                    "iou": m.iou,
+                    "c_iou": m.c_iou,
+                    "polis": m.polis,
+                }
                 for m in self.matches
             ]
         return out
@@ -164,6 +190,7 @@ class ObjectMetrics:
                 f"{'recall':<16}{self.recall:>10.4f}",
                 f"{'F1':<16}{self.f1:>10.4f}",
                 f"{'mean IoU (TP)':<16}{miou:>10}",
+                *([] if not self.matches else self.shapes.format_lines()),
             ]
         )
 
@@ -325,12 +352,23 @@ def _match_positions(
     pairs, best = _greedy(pgeoms[p_sel], dense[porder], tgeoms[t_keep], iou_threshold)
     truth_iou = np.full(len(tgeoms), np.nan)
     truth_iou[t_keep] = best
+    kept_p, kept_t = pgeoms[p_sel], tgeoms[t_keep]
     matches = tuple(
-        MatchPair(p_labels[p_sel[p]], t_labels[t_keep[t]], float(v)) for p, t, v in pairs
+        MatchPair(
+            p_labels[p_sel[p]], t_labels[t_keep[t]], float(v), *pair_shape(kept_p[p], kept_t[t], v)
+        )
+        for p, t, v in pairs
     )
+    gap, overlap = neighbour_gaps(kept_p)
     tp = len(pairs)
     return ObjectMetrics(
-        tp=tp, fp=len(p_sel) - tp, fn=len(t_keep) - tp, matches=matches, truth_iou=truth_iou
+        tp=tp,
+        fp=len(p_sel) - tp,
+        fn=len(t_keep) - tp,
+        matches=matches,
+        truth_iou=truth_iou,
+        gap_area=gap,
+        overlap_area=overlap,
     )
 
 

@@ -111,7 +111,9 @@ def test_empty_geometries_are_ignored_and_labels_kept():
     m = match_objects(prop, truth)
     assert (m.tp, m.fp, m.fn) == (1, 0, 0)
     assert m.matches[0][:2] == (9, "a")
-    assert m.to_dict()["matches"] == [{"proposal": 9, "truth": "a", "iou": 1.0}]
+    assert m.to_dict()["matches"] == [
+        {"proposal": 9, "truth": "a", "iou": 1.0, "c_iou": 1.0, "polis": 0.0}
+    ]
 
 
 def test_invalid_polygons_are_repaired_with_a_warning(caplog):

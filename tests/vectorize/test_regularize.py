@@ -135,4 +135,6 @@ def test_a_candidate_that_fits_worse_than_the_raw_outline_is_rejected() -> None:
     stair = _staircase(shapely.Point(80, 80).buffer(30, quad_segs=32))
     out, rectilinear = regularize_building(stair, shapely.box(0, 0, 160, 160))
     assert not rectilinear
-    assert regularized_iou(out, stair) >= regularized_iou(shapely.simplify(stair, 1.5), stair) - 1e-9
+    assert (
+        regularized_iou(out, stair) >= regularized_iou(shapely.simplify(stair, 1.5), stair) - 1e-9
+    )

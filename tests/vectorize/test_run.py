@@ -443,7 +443,7 @@ def test_real_spacenet_footprints_regularized_through_the_cli(tmp_path: Path) ->
     from click.testing import CliRunner
 
     from geoseg.cli.main import cli
-    from geoseg.evaluate import vector_quality
+    from geoseg.evaluate.objects import match_objects
 
     folder = real_data("solaris_spacenet4_atlanta")
     with rasterio.open(folder / "sample_geotiff.tif") as ds:
@@ -455,7 +455,10 @@ def test_real_spacenet_footprints_regularized_through_the_cli(tmp_path: Path) ->
     classes = np.where(mask == 1, BUILDING, LOWVEG).astype(np.uint8)
     src = write_raster(tmp_path / "atl.tif", classes, transform=tf, crs=crs.to_wkt(), nodata=255)
     own = shapely.union_all(
-        [shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(mask, mask=mask == 1, transform=tf)]
+        [
+            shapely.geometry.shape(g)
+            for g, _ in rasterio.features.shapes(mask, mask=mask == 1, transform=tf)
+        ]
     )
     extent = shapely.box(tf.c, tf.f + tf.e * shape[0], tf.c + tf.a * shape[1], tf.f)
     stats = {}
@@ -470,7 +473,9 @@ def test_real_spacenet_footprints_regularized_through_the_cli(tmp_path: Path) ->
         assert shapely.covers(extent, pts).all()  # no vertex outside the raster
         assert (shapely.distance(own, pts) / abs(tf.a)).max() <= 1.5  # on its own pixels
         tp, fp, fn, ious = _match(geoms, truth.geometry.values)
-        q = vector_quality(geoms, truth.geometry.values)
+        q = match_objects(
+            gpd.GeoDataFrame(geometry=geoms, crs=crs), truth.reset_index(drop=True)
+        ).shapes.to_dict()
         stats[bool(flag)] = (2 * tp / (2 * tp + fp + fn), float(np.mean(ious)), q)
     (f1_plain, iou_plain, q_plain), (f1_reg, iou_reg, q_reg) = stats[False], stats[True]
     assert iou_plain >= 0.95 and iou_reg >= iou_plain
