@@ -300,7 +300,7 @@ def polygonize_block(
         for (_, value), geom in zip(shapes, geoms, strict=False):
             i = int(value)
             if i in pieces:  # cannot happen for 4-connected labels; be safe
-                geom = shapely.union_all([pieces[i].geom, geom], grid_size=1.0)
+                geom = shapely.union_all([pieces[i].geom, geom])
             nodes = key_all[bounds[i] : bounds[i + 1]] if nodes_needed else _NO_NODES
             pieces[i] = Piece(
                 cls=int(cls_of[i]),
@@ -451,7 +451,9 @@ class BorderMerger:
     def _merge(members: list[Piece]) -> Piece:
         if len(members) == 1:
             return members[0]
-        geom = shapely.union_all([m.geom for m in members], grid_size=1.0)
+        # Pixel outlines: axis-parallel edges on integer coordinates, so the floating-point
+        # overlay is exact (the same polygon as a fixed-precision one, 2.5x faster).
+        geom = shapely.union_all([m.geom for m in members])
         parts = polygon_parts(geom)
         if len(parts) != 1:  # pieces joined by shared edges form one polygon; be safe
             logger.warning("a merged group gave %d polygons instead of 1", len(parts))
