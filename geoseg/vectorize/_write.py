@@ -50,7 +50,10 @@ class FeatureSink:
             (one ``<layer>.parquet`` per layer).
         fmt: ``gpkg`` or ``parquet``.
         crs: CRS of the geometries (the raster's).
-        batch: Features per flush.
+        batch: Features per flush. The first flush of a GeoPackage layer creates it and
+            GDAL builds its spatial index in bulk; later flushes append, and every appended
+            feature updates the index by trigger (2.7x slower on 92 000 polygons): the larger
+            the batch, the more features take the fast path (50 000 polygons are about 20 MB).
         metadata: Key/values stored with each layer (GeoPackage metadata or Parquet
             key-value metadata).
     """
@@ -61,7 +64,7 @@ class FeatureSink:
         fmt: Literal["gpkg", "parquet"],
         crs: CRS | None,
         *,
-        batch: int = 5000,
+        batch: int = 50_000,
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = path
