@@ -63,6 +63,8 @@ PRED_ARGS=${PRED_ARGS:---size 12000 --model fcn_resnet50}
 TRAIN_ARGS=${TRAIN_ARGS:---model fcn_resnet50 --scenes 8 --seconds 10 --epochs 3 --workers 8}
 
 mkdir -p "$OUT" "$CACHE"
+# logs are appended stage by stage: start from none (a dry run's OUT outlives the run)
+rm -f "$OUT"/0[1-6]-*.log "$OUT"/06-gpu-util.csv "$OUT"/smoke.json "$OUT"/summary.txt
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
 STAGE_FILE=$(mktemp /tmp/geoseg-stage.XXXXXX) # the stage of each utilisation sample
