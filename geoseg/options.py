@@ -419,6 +419,9 @@ class VectorizeOptions:
             = class ``k``, 0..255); adds ``mean_prob`` (0..1). In a job file a boolean:
             use the scene's predicted probabilities.
         min_area: Drop polygons smaller than this, m².
+        min_building_area: Drop buildings smaller than this, m² (beside ``min_area``): no
+            real building is under 1 m², and single-pixel fragments of the class map do
+            not reach the analyst at any pixel size up to 1 m (0 keeps every one).
         hole_area: Fill holes smaller than this, m².
         simplify: Douglas-Peucker tolerance, m, applied per shared border arc so that
             neighbouring polygons keep sharing their borders (0: none).
@@ -445,6 +448,9 @@ class VectorizeOptions:
         None, "uint8 probability raster on the same grid; adds mean_prob.", job=False
     )
     min_area: float = option(0.0, "Drop polygons under this many m².", minimum=0.0)
+    min_building_area: float = option(
+        1.0, "Drop buildings under this many m² (0: keep every one).", minimum=0.0
+    )
     hole_area: float = option(0.0, "Fill holes under this many m².", minimum=0.0)
     simplify: float = option(
         0.0, "Simplification tolerance in m; shared borders stay shared.", minimum=0.0

@@ -27,6 +27,7 @@ from geoseg.options import VectorizeOptions
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
 @record_option(VectorizeOptions, "min_area")
+@record_option(VectorizeOptions, "min_building_area")
 @record_option(VectorizeOptions, "hole_area")
 @record_option(VectorizeOptions, "simplify")
 @record_option(VectorizeOptions, "regularize")

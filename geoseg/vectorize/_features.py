@@ -67,6 +67,7 @@ class FeatureContext:
     has_prob: bool
     targets: dict[int, LayerTarget]
     size: tuple[int, int] = (0, 0)  # the raster's (width, height): its extent in pixels
+    min_building_area: float = 0.0  # m², the buildings layer only
 
 
 @functools.cache
@@ -119,6 +120,9 @@ def _features(pieces: list[Piece], parts: list[list[Polygon]], ctx: FeatureConte
         perim = shapely.length(geoms) * ctx.unit
     keep = (area > 0) & (area >= ctx.min_area)
     cls = np.array([p.cls for p in pieces], dtype=np.int64)[owner]
+    for k, target in ctx.targets.items():
+        if target.layer == "buildings" and ctx.min_building_area > 0:
+            keep &= (cls != k) | (area >= ctx.min_building_area)
     mean_prob = (
         np.array([p.prob_sum / (255.0 * p.count) if p.count else np.nan for p in pieces])[owner]
         if ctx.has_prob

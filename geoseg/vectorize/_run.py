@@ -193,6 +193,7 @@ def _context(
         has_prob=has_prob,
         targets={t.cls: t for t in targets},
         size=(source.width, source.height),
+        min_building_area=options.min_building_area,
     )
     return ctx, px_m
 

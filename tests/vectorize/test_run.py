@@ -86,6 +86,8 @@ def scene_tif(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
 
 
 def _run(src: Path, out: Path, **kw: object) -> dict[str, int]:
+    # these tests check the polygons against the pixels: every building, however small
+    kw.setdefault("min_building_area", 0.0)
     rep = vectorize_raster(src, out, options=VectorizeOptions(**kw))  # type: ignore[arg-type]
     return rep.layers
 
@@ -344,9 +346,7 @@ def test_parquet_output(scene_tif: tuple[Path, np.ndarray], tmp_path: Path) -> N
 
     src, _ = scene_tif
     out = tmp_path / "pq"
-    rep = vectorize_raster(
-        src, out, options=VectorizeOptions(format="parquet", block_size=512, centerlines=True)
-    )
+    rep = _run(src, out, format="parquet", block_size=512, centerlines=True)
     assert sorted(p.name for p in out.iterdir()) == [
         "buildings.parquet",
         "road_centerlines.parquet",
@@ -357,7 +357,7 @@ def test_parquet_output(scene_tif: tuple[Path, np.ndarray], tmp_path: Path) -> N
     for layer in ("buildings", "roads"):
         df = gpd.read_parquet(out / f"{layer}.parquet")
         assert df.crs.to_epsg() == 32633
-        assert len(df) == rep.layers[layer]
+        assert len(df) == rep[layer]
         ref = _read(gpkg, layer)
         assert _same(ref, df.geometry.values)[2] < 1e-9
 
@@ -427,10 +427,13 @@ def test_real_spacenet_footprints(tmp_path: Path) -> None:
     df = pyogrio.read_dataframe(out, layer="buildings")
     assert df.crs == crs
     assert shapely.is_valid(df.geometry.values).all()
-    assert df.area_m2.sum() == pytest.approx(int(mask.sum()) * 0.25)
+    # every building pixel but one: a 1-pixel fragment (0.25 m², a rasterization artefact)
+    # is under the default minimum building area of 1 m²
+    assert df.area_m2.sum() == pytest.approx((int(mask.sum()) - 1) * 0.25)
+    assert df.area_m2.min() >= 1.0
     tp, fp, fn, ious = _match(df.geometry.values, truth.geometry.values)
     f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= 0.95
+    assert f1 == 1.0  # the fragment was the only false positive
     assert float(np.mean(ious)) >= 0.95
     # The README's expectation: 43 polygons over 40 px² from the same mask.
     assert int((df.area_m2 > 40 * 0.25).sum()) == 43
