@@ -171,7 +171,8 @@ import json, sys, time
 from geoseg.vectorize import VectorizeOptions, vectorize_raster
 t = time.perf_counter()
 rep = vectorize_raster(sys.argv[1], sys.argv[2], options=VectorizeOptions(
-    block_size=int(sys.argv[3]), workers=int(sys.argv[4]), overwrite=True))
+    block_size=int(sys.argv[3]), workers=int(sys.argv[4]), overwrite=True,
+    min_building_area=0.0))  # the same polygons as the naive way: every one
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "layers": rep.layers, "peak_mb": peak_mb(),
                   "peak_mb_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
