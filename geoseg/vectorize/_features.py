@@ -63,11 +63,10 @@ class FeatureContext:
     unit: float  # CRS linear unit in metres (projected)
     tol_px: float
     hole_px: float
-    min_area: float
+    min_area: dict[int, float]  # per class, m²: polygons under it are dropped
     has_prob: bool
     targets: dict[int, LayerTarget]
     size: tuple[int, int] = (0, 0)  # the raster's (width, height): its extent in pixels
-    min_building_area: float = 0.0  # m², the buildings layer only
 
 
 @functools.cache
@@ -118,11 +117,11 @@ def _features(pieces: list[Piece], parts: list[list[Polygon]], ctx: FeatureConte
         det = abs(ctx.transform.a * ctx.transform.e - ctx.transform.b * ctx.transform.d)
         area = shapely.area(px_geoms) * det * ctx.unit**2
         perim = shapely.length(geoms) * ctx.unit
-    keep = (area > 0) & (area >= ctx.min_area)
     cls = np.array([p.cls for p in pieces], dtype=np.int64)[owner]
-    for k, target in ctx.targets.items():
-        if target.layer == "buildings" and ctx.min_building_area > 0:
-            keep &= (cls != k) | (area >= ctx.min_building_area)
+    floor = np.zeros(256)  # class values are uint8
+    for k, v in ctx.min_area.items():
+        floor[k] = v
+    keep = (area > 0) & (area >= floor[cls])
     mean_prob = (
         np.array([p.prob_sum / (255.0 * p.count) if p.count else np.nan for p in pieces])[owner]
         if ctx.has_prob

@@ -189,11 +189,16 @@ def _context(
         unit=unit,
         tol_px=options.simplify / px_m,
         hole_px=options.hole_area / (px_m * px_m),
-        min_area=options.min_area,
+        min_area={
+            t.cls: max(
+                options.min_area,
+                options.min_building_area if t.layer == LAYER_NAMES["building"] else 0.0,
+            )
+            for t in targets
+        },
         has_prob=has_prob,
         targets={t.cls: t for t in targets},
         size=(source.width, source.height),
-        min_building_area=options.min_building_area,
     )
     return ctx, px_m
 
