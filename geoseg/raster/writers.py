@@ -158,8 +158,7 @@ def write_classes(
         count=1,
         nodata=IGNORE,
         tags=tags,
-        resampling="MODE",
-        own_overviews=True,
+        class_map=True,
         staged=staged,
         overwrite=overwrite,
         creation_options=creation_options,
@@ -212,7 +211,7 @@ def write_probabilities(
         count=schema.num_classes,
         nodata=None,
         tags=tags,
-        resampling="AVERAGE",
+        class_map=False,
         overwrite=overwrite,
         creation_options=creation_options,
         pam=None,
@@ -228,11 +227,10 @@ def _write_cog(
     count: int,
     nodata: int | None,
     tags: Mapping[str, str] | None,
-    resampling: str,
+    class_map: bool,
     overwrite: bool,
     creation_options: Sequence[tuple[str, str]],
     pam: str | None,
-    own_overviews: bool = False,
     staged: Callable[[], None] | None = None,
 ) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +248,7 @@ def _write_cog(
             "transform": geobox.transform,
             **_STAGE_OPTIONS,
         }
-        if count == 1:
+        if class_map:
             # a class map is staged uncompressed (1 byte per pixel): written, read for its
             # overviews and copied without a codec pass each time
             del profile["compress"], profile["zstd_level"]
@@ -271,7 +269,9 @@ def _write_cog(
                 # 2.3 (QGIS 3) reads it. ``--co COMPRESS=DEFLATE`` for older readers.
                 "COMPRESS": "ZSTD",
                 "LEVEL": "1",
-                "OVERVIEW_RESAMPLING": resampling,
+                # a class map's overviews hold a class that exists (made by geoseg below unless
+                # the user's options say otherwise), probabilities average
+                "OVERVIEW_RESAMPLING": "MODE" if class_map else "AVERAGE",
                 "BIGTIFF": "IF_SAFER",
                 # Compression and overviews on every core: this copy is the serial tail of
                 # a prediction (override with creation option NUM_THREADS).
@@ -284,7 +284,7 @@ def _write_cog(
             source = stage
             blocksize = str(options["BLOCKSIZE"])
             if (
-                own_overviews
+                class_map
                 and blocksize.isdigit()
                 and not {"OVERVIEWS", "OVERVIEW_RESAMPLING"} & user.keys()
             ):
