@@ -44,7 +44,7 @@ from geoseg.errors import (
 )
 from geoseg.raster.ground import Ground, GroundPatch, cached_ground, estimate_ground
 from geoseg.raster.source import Source, grid_of, north_up, open_raster
-from geoseg.raster.spill import DsmSpill, find_spill, keep_spill
+from geoseg.raster.spill import find_spill, spilling
 from geoseg.schema import IGNORE, ClassSchema, load_schema
 
 __all__ = [
@@ -410,26 +410,9 @@ class Scene:
         key = self._dsm_key()
 
         def estimate() -> Ground:
-            spill = DsmSpill.create(self.geobox.width, self.geobox.height)
-
-            def read(window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-                nonlocal spill
-                a, ok = self._read_elev(src, window)
-                if spill is not None:
-                    try:
-                        spill.add(window, a, ok)
-                    except OSError as exc:  # full disk: the block reads decode the DSM again
-                        logger.debug("%s: DSM spill dropped (%s)", src.path, exc)
-                        spill.remove()
-                        spill = None
-                return a, ok
-
-            ground = estimate_ground(self.geobox, read, name=str(src.path))
-            if spill is not None and spill.complete:
-                keep_spill(key, spill)
-            elif spill is not None:
-                spill.remove()
-            return ground
+            size = (self.geobox.width, self.geobox.height)
+            with spilling(key, *size, lambda window: self._read_elev(src, window)) as read:
+                return estimate_ground(self.geobox, read, name=str(src.path))
 
         return cached_ground(key, estimate)
 

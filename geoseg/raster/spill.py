@@ -24,14 +24,16 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
-__all__ = ["KEEP_SPILLS", "DsmSpill", "clear_spills", "find_spill", "keep_spill"]
+from geoseg.raster.ground import DsmReader
+
+__all__ = ["KEEP_SPILLS", "DsmSpill", "clear_spills", "find_spill", "keep_spill", "spilling"]
 
 logger = logging.getLogger("geoseg.raster")
 
@@ -117,6 +119,38 @@ class DsmSpill:
     def remove(self) -> None:
         """Delete the strips (the spill is no longer readable)."""
         self._finalizer()
+
+
+@contextlib.contextmanager
+def spilling(key: Hashable, width: int, height: int, read: DsmReader) -> Iterator[DsmReader]:
+    """``read``, also writing what it reads into a new spill, kept under ``key`` once complete.
+
+    For one pass over the whole DSM, strip by strip (the ground estimate's). Without room for
+    a spill, or after a failed write, ``read`` alone; a spill left incomplete (the pass
+    failed or stopped early) is removed.
+    """
+    spill = DsmSpill.create(width, height)
+
+    def reader(window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        nonlocal spill
+        dsm, ok = read(window)
+        if spill is not None:
+            try:
+                spill.add(window, dsm, ok)
+            except OSError as exc:  # a full disk: the block reads decode the DSM again
+                logger.debug("DSM spill dropped (%s)", exc)
+                spill.remove()
+                spill = None
+        return dsm, ok
+
+    try:
+        yield reader
+        if spill is not None and spill.complete:
+            keep_spill(key, spill)
+            spill = None
+    finally:
+        if spill is not None:
+            spill.remove()
 
 
 def keep_spill(key: Hashable, spill: DsmSpill) -> None:
