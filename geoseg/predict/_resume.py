@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +229,8 @@ class SceneRun:
     def _write(self, res: BlockResult, *, own_seams: bool) -> None:
         b = res.block
         if res.seams and own_seams:
-            arrays: dict[str, npt.NDArray[Any]] = {}
-            for i, (rect, sums, valid) in enumerate(res.seams):
-                arrays[f"rect{i}"] = np.asarray(_rect_tuple(rect))
-                arrays[f"sums{i}"] = sums
-                arrays[f"valid{i}"] = valid
-            _save_arrays(self.work / _bname("s", b), **arrays)
+            seams = _numbered((r, {"sums": s, "valid": v}) for r, s, v in res.seams)
+            _save_arrays(self.work / _bname("s", b), **seams)
         for dest, rect, sums in res.pieces:
             _save_arrays(
                 self.work / _bname("p", dest, b), rect=np.asarray(_rect_tuple(rect)), sums=sums
@@ -273,33 +269,22 @@ class SceneRun:
         """
         if not self.plan.seam_rects(d):
             return
-        pieces: list[tuple[Rect, npt.NDArray[np.int32]]] = []
-        valids: list[npt.NDArray[np.bool_]] = []
         if own is None:
-            saved = _load_arrays(self.work / _bname("s", d))
-            i = 0
-            own = []
-            while f"rect{i}" in saved:
-                rect = Rect(*(int(v) for v in saved[f"rect{i}"]))
-                own.append((rect, saved[f"sums{i}"], saved[f"valid{i}"]))
-                i += 1
-        for rect, sums, valid in own:
-            pieces.append((rect, sums))
-            valids.append(valid)
+            saved = _entries(_load_arrays(self.work / _bname("s", d)), "sums", "valid")
+            own = [(rect, sums, valid) for rect, (sums, valid) in saved]
+        pieces = [(rect, sums) for rect, sums, _ in own]
+        valids = [valid for _, _, valid in own]
         for c in self.plan.contributors(d):
             if c != d:
                 p = _load_arrays(self.work / _bname("p", d, c))
                 pieces.append((Rect(*(int(v) for v in p["rect"])), p["sums"]))
-        out: dict[str, npt.NDArray[Any]] = {}
-        for i, ((rect, sums), valid) in enumerate(
-            zip(seam_sums(self.plan, d, pieces), valids, strict=True)
-        ):
+        done: list[tuple[Rect, dict[str, npt.NDArray[Any]]]] = []
+        for (rect, sums), valid in zip(seam_sums(self.plan, d, pieces), valids, strict=True):
             cls, probs = decode(sums, valid, probabilities=self.probabilities)
-            out[f"rect{i}"] = np.asarray(_rect_tuple(rect))
-            out[f"classes{i}"] = cls
-            if probs is not None:
-                out[f"probs{i}"] = probs
-        _save_arrays(self.work / _bname("f", d), **out)
+            done.append(
+                (rect, {"classes": cls} if probs is None else {"classes": cls, "probs": probs})
+            )
+        _save_arrays(self.work / _bname("f", d), **_numbered(done))
         self._drop_pieces(d)
 
     def _drop_pieces(self, d: tuple[int, int]) -> None:
@@ -318,16 +303,35 @@ class SceneRun:
             block_probs = core.get("probs")
             if self.plan.seam_rects(b):
                 seam = _load_arrays(self.work / _bname("f", b), skip=skip)
-                i = 0
-                while f"rect{i}" in seam:
-                    srect = Rect(*(int(v) for v in seam[f"rect{i}"]))
+                for srect, (seam_classes, seam_probs) in _entries(seam, "classes", "probs"):
                     sl = srect.slices(rect)
-                    classes[sl] = seam[f"classes{i}"]
+                    classes[sl] = seam_classes
                     if block_probs is not None:
-                        block_probs[(slice(None), *sl)] = seam[f"probs{i}"]
-                    i += 1
+                        block_probs[(slice(None), *sl)] = seam_probs
             yield Window(rect.col, rect.row, rect.width, rect.height), classes, block_probs
 
 
 def _rect_tuple(r: Rect) -> tuple[int, int, int, int]:
     return (r.row, r.col, r.height, r.width)
+
+
+def _numbered(
+    entries: Iterable[tuple[Rect, dict[str, npt.NDArray[Any]]]],
+) -> dict[str, npt.NDArray[Any]]:
+    """A list of rectangles with their arrays as one entry's arrays: ``rect{i}``, ``{name}{i}``."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for i, (rect, arrays) in enumerate(entries):
+        out[f"rect{i}"] = np.asarray(_rect_tuple(rect))
+        out.update({f"{name}{i}": a for name, a in arrays.items()})
+    return out
+
+
+def _entries(saved: dict[str, npt.NDArray[Any]], *names: str) -> list[tuple[Rect, list[Any]]]:
+    """The rectangles of :func:`_numbered` arrays, each with its ``names`` (None if absent)."""
+    out = []
+    i = 0
+    while f"rect{i}" in saved:
+        rect = Rect(*(int(v) for v in saved[f"rect{i}"]))
+        out.append((rect, [saved.get(f"{name}{i}") for name in names]))
+        i += 1
+    return out
