@@ -1,4 +1,4 @@
-"""``geoseg evaluate``: pixel metrics of a class raster, or building metrics of polygons."""
+"""``geoseg evaluate``: pixel metrics, building metrics of polygons, road metrics of lines."""
 
 from __future__ import annotations
 
@@ -10,21 +10,30 @@ import click
 from geoseg.cli.options import Fraction, Number, overwrite_opt, record_option
 from geoseg.options import EvaluateOptions
 
-# Options that belong to one mode only: name -> (mode, flag).
-_RASTER_ONLY = {
-    "schema": "--schema",
-    "eroded": "--eroded",
-    "ignore_class": "--ignore-class",
-    "block_size": "--block-size",
-    "min_miou": "--min-miou",
+# Options that belong to some modes only: name -> (flag, modes).
+_PIXELS, _VECTORS, _ROADS = "pixels", "vectors", "roads"
+_MODE_ONLY = {
+    "schema": ("--schema", {_PIXELS}),
+    "eroded": ("--eroded", {_PIXELS}),
+    "ignore_class": ("--ignore-class", {_PIXELS}),
+    "block_size": ("--block-size", {_PIXELS}),
+    "min_miou": ("--min-miou", {_PIXELS}),
+    "layer": ("--layer", {_VECTORS, _ROADS}),
+    "truth_layer": ("--truth-layer", {_VECTORS, _ROADS}),
+    "iou": ("--iou", {_VECTORS}),
+    "confidence_column": ("--confidence-column", {_VECTORS}),
+    "min_area": ("--min-area", {_VECTORS}),
+    "min_f1": ("--min-f1", {_VECTORS}),
+    "road_buffer": ("--buffer", {_ROADS}),
+    "road_snap": ("--snap", {_ROADS}),
+    "road_spacing": ("--control-spacing", {_ROADS}),
+    "road_max_pairs": ("--max-pairs", {_ROADS}),
+    "min_apls": ("--min-apls", {_ROADS}),
 }
-_VECTOR_ONLY = {
-    "layer": "--layer",
-    "truth_layer": "--truth-layer",
-    "iou": "--iou",
-    "confidence_column": "--confidence-column",
-    "min_area": "--min-area",
-    "min_f1": "--min-f1",
+_MODE_NAMES = {
+    _PIXELS: "raster mode (without --vectors or --roads)",
+    _VECTORS: "--vectors mode",
+    _ROADS: "--roads mode",
 }
 
 
@@ -50,12 +59,18 @@ def _ignore_cb(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
     return value
 
 
-def _check_mode(ctx: click.Context, vectors: bool) -> None:
-    wrong = _RASTER_ONLY if vectors else _VECTOR_ONLY
-    for name, flag in wrong.items():
+def _check_mode(ctx: click.Context, vectors: bool, roads: bool) -> str:
+    """The mode of the command; a UsageError for an option of another mode."""
+    if vectors and roads:
+        raise click.UsageError("--vectors and --roads are different modes: pass one", ctx=ctx)
+    mode = _ROADS if roads else _VECTORS if vectors else _PIXELS
+    for name, (flag, modes) in _MODE_ONLY.items():
+        if mode in modes:
+            continue
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            mode = "raster mode (without --vectors)" if vectors else "--vectors mode"
-            raise click.UsageError(f"{flag} applies to {mode} only", ctx=ctx)
+            where = " or ".join(_MODE_NAMES[m] for m in sorted(modes))
+            raise click.UsageError(f"{flag} applies to {where} only", ctx=ctx)
+    return mode
 
 
 @click.command(short_help="Score a prediction against the truth.")
@@ -65,6 +80,11 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
     "--vectors",
     is_flag=True,
     help="Compare polygon layers (building F1) instead of class rasters.",
+)
+@click.option(
+    "--roads",
+    is_flag=True,
+    help="Compare road centre-lines (APLS, length precision/recall) instead of class rasters.",
 )
 @click.option(
     "--schema",
@@ -79,10 +99,14 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
 @record_option(EvaluateOptions, "block_size")
 @record_option(EvaluateOptions, "min_miou", metavar="X")
 @click.option(
-    "--layer", default=None, help="Prediction layer [default: buildings or the only one]."
+    "--layer",
+    default=None,
+    help="Prediction layer [default: buildings / road_centerlines or the only one].",
 )
 @click.option(
-    "--truth-layer", default=None, help="Truth layer [default: buildings or the only one]."
+    "--truth-layer",
+    default=None,
+    help="Truth layer [default: buildings / road_centerlines or the only one].",
 )
 @click.option(
     "--iou",
@@ -112,6 +136,17 @@ def _check_mode(ctx: click.Context, vectors: bool) -> None:
     metavar="X",
     help="Exit 1 when building F1 is below X.",
 )
+@record_option(EvaluateOptions, "road_buffer", metavar="M")
+@record_option(EvaluateOptions, "road_snap", metavar="M")
+@record_option(EvaluateOptions, "road_spacing", metavar="M")
+@record_option(EvaluateOptions, "road_max_pairs", metavar="N")
+@click.option(
+    "--min-apls",
+    type=Fraction(),
+    default=None,
+    metavar="X",
+    help="Exit 1 when APLS is below X.",
+)
 @click.option(
     "--json",
     "json_path",
@@ -127,6 +162,7 @@ def evaluate(
     truth: Path,
     *,
     vectors: bool,
+    roads: bool,
     schema: Any,
     eroded: int,
     ignore_class: tuple[str, ...],
@@ -138,6 +174,11 @@ def evaluate(
     confidence_column: str | None,
     min_area: float,
     min_f1: float | None,
+    road_buffer: float,
+    road_snap: float,
+    road_spacing: float,
+    road_max_pairs: int,
+    min_apls: float | None,
     json_path: Path | None,
     overwrite: bool,
 ) -> None:
@@ -147,25 +188,45 @@ def evaluate(
     on the same grid; prints per-class precision, recall, F1 and IoU, OA, mean F1, mIoU.
     With --vectors: PRED and TRUTH are polygon files; prints building precision, recall,
     F1 (SpaceNet rule: greedy matching at IoU > --iou).
+    With --roads: PRED and TRUTH are centre-line files (e.g. the road_centerlines layer of
+    geoseg vectorize --centerlines); prints APLS (SpaceNet: control points every
+    --control-spacing m snapped within --snap m, both directions) and the length precision,
+    recall and F1 of the lines within --buffer m of each other.
 
     \b
     $ geoseg evaluate pred.tif top_potsdam_2_13_label.tif --eroded 3 --ignore-class clutter
     $ geoseg evaluate pred.tif truth.tif --json metrics.json --min-miou 0.7
     $ geoseg evaluate --vectors pred.gpkg truth.geojson --iou 0.5 --min-f1 0.6
+    $ geoseg evaluate --roads city.gpkg roads_truth.geojson --json roads.json --min-apls 0.6
     """
     from geoseg._io import check_output
     from geoseg.evaluate import (
         below_minimum,
         evaluate_rasters,
+        evaluate_roads,
         evaluate_vectors,
         write_report,
     )
 
-    _check_mode(ctx, vectors)
+    mode = _check_mode(ctx, vectors, roads)
     if json_path is not None:
         check_output(json_path, overwrite=overwrite, kind="file")
     inputs = {"prediction": str(pred), "truth": str(truth)}
-    if vectors:
+    if mode == _ROADS:
+        net = evaluate_roads(
+            pred,
+            truth,
+            layer=layer,
+            truth_layer=truth_layer,
+            buffer=road_buffer,
+            snap=road_snap,
+            spacing=road_spacing,
+            max_pairs=road_max_pairs,
+        )
+        click.echo(net.format_table())
+        report = {"mode": "roads", **inputs} | net.to_dict()
+        failure = below_minimum("APLS", net.apls, min_apls)
+    elif mode == _VECTORS:
         obj = evaluate_vectors(
             pred,
             truth,

@@ -5,8 +5,12 @@
 * :mod:`geoseg.evaluate.objects`: object (building) precision, recall and F1 by the
   SpaceNet greedy IoU matching rule; pure shapely/geopandas. Imported on demand (it loads
   pandas), so it is not re-exported here.
-* :func:`evaluate_rasters` and :func:`evaluate_vectors` (:mod:`geoseg.evaluate._run`): the
-  same on files, raster blocks streamed, polygon layers read and aligned.
+* :mod:`geoseg.evaluate.roads`: road network metrics of centre-lines: APLS (SpaceNet; its
+  graph math in :mod:`geoseg.evaluate.apls`) and length precision / recall within a buffer;
+  pure shapely/scipy.
+* :func:`evaluate_rasters`, :func:`evaluate_vectors` and :func:`evaluate_roads`
+  (:mod:`geoseg.evaluate._run`): the same on files, raster blocks streamed, polygon and
+  line layers read and aligned.
 * :mod:`geoseg.evaluate.report`: the JSON report and the ``--min-*`` judge.
 
 Example:
@@ -17,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from geoseg.evaluate._run import evaluate_rasters, evaluate_vectors
+from geoseg.evaluate._run import evaluate_rasters, evaluate_roads, evaluate_vectors
 from geoseg.evaluate.pixels import PixelMetrics, boundary_mask, confusion_matrix
 from geoseg.evaluate.report import below_minimum, write_report
 
@@ -27,6 +31,7 @@ __all__ = [
     "boundary_mask",
     "confusion_matrix",
     "evaluate_rasters",
+    "evaluate_roads",
     "evaluate_vectors",
     "write_report",
 ]

@@ -5,7 +5,8 @@ and accumulates one confusion matrix, so memory is bounded by the block size wha
 scene size. :func:`evaluate_vectors` reads two polygon layers and applies the SpaceNet
 matching rule of :mod:`geoseg.evaluate.objects`. The arithmetic lives in
 :mod:`geoseg.evaluate.pixels` and :mod:`geoseg.evaluate.objects`; this module only does I/O
-and grid checks.
+and grid checks. :func:`evaluate_roads` reads two line layers for the road network metrics
+of :mod:`geoseg.evaluate.roads`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ from rasterio.windows import Window
 from geoseg.errors import BandMismatchError, GridMismatchError, InputError
 from geoseg.evaluate.pixels import PixelMetrics, boundary_mask, confusion_matrix
 from geoseg.grid import block_windows
+from geoseg.options import EvaluateOptions
 from geoseg.raster.source import gdal_call, open_raster
 from geoseg.schema import IGNORE, POTSDAM, ClassSchema, load_schema
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import pyproj
 
     from geoseg.evaluate.objects import ObjectMetrics
+    from geoseg.evaluate.roads import RoadMetrics
 
-__all__ = ["evaluate_rasters", "evaluate_vectors"]
+__all__ = ["evaluate_rasters", "evaluate_roads", "evaluate_vectors"]
 
 # The package's name, not this module's: log lines read "geoseg.evaluate: ..." as they did
 # before geoseg/evaluate.py became a package.
@@ -318,7 +322,9 @@ def evaluate_rasters(
 # --------------------------------------------------------------------------- vectors
 
 
-def _pick_layer(path: str, layer: str | None, role: str, option: str) -> str:
+def _pick_layer(
+    path: str, layer: str | None, role: str, option: str, default: str = DEFAULT_LAYER
+) -> str:
     import pyogrio
     from pyogrio.errors import DataSourceError
 
@@ -335,32 +341,53 @@ def _pick_layer(path: str, layer: str | None, role: str, option: str) -> str:
                 f"pass {option} NAME"
             )
         return layer
-    if DEFAULT_LAYER in names:
-        return DEFAULT_LAYER
+    if default in names:
+        return default
     if len(names) == 1:
         return names[0]
     raise InputError(
-        f"{path}: {len(names)} layers and none is {DEFAULT_LAYER!r}; layers: "
+        f"{path}: {len(names)} layers and none is {default!r}; layers: "
         f"{', '.join(names) or '(none)'}; pass {option} NAME"
     )
 
 
-def _read_layer(path: PathLike, layer: str | None, role: str, option: str) -> gpd.GeoDataFrame:
+def _read_layer(
+    path: PathLike, layer: str | None, role: str, option: str, default: str = DEFAULT_LAYER
+) -> tuple[gpd.GeoDataFrame, str]:
+    """A layer of a vector file and its name; a GeoParquet file is one layer, its stem."""
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
     p = str(path)
-    name = _pick_layer(p, layer, role, option)
-    try:
-        frame = pyogrio.read_dataframe(p, layer=name)
-    except (DataSourceError, DataLayerError, OSError) as exc:
-        raise InputError(f"{p}: cannot read layer {name!r} ({exc})") from None
+    if Path(p).suffix.lower() == ".parquet":
+        import geopandas as gpd
+
+        name = Path(p).stem
+        if layer is not None and layer != name:
+            raise InputError(
+                f"{p}: a GeoParquet file holds one layer ({name!r}), not {layer!r}; "
+                f"leave out {option}"
+            )
+        try:
+            frame = gpd.read_parquet(p)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p}: cannot read the {role} GeoParquet file ({exc})") from None
+    else:
+        name = _pick_layer(p, layer, role, option, default)
+        try:
+            frame = pyogrio.read_dataframe(p, layer=name)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise InputError(f"{p}: cannot read layer {name!r} ({exc})") from None
     logger.info("%s: layer %r, %d features", p, name, len(frame))
-    return frame
+    return frame, name
 
 
 def _align_crs(
-    pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, pred_path: str, truth_path: str
+    pred: gpd.GeoDataFrame,
+    truth: gpd.GeoDataFrame,
+    pred_path: str,
+    truth_path: str,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     if pred.crs is None and truth.crs is not None:
         logger.warning("%s has no CRS; assuming the truth's (%s)", pred_path, truth.crs)
@@ -371,6 +398,9 @@ def _align_crs(
     elif pred.crs is not None and truth.crs is not None and pred.crs != truth.crs:
         logger.info("reprojecting %s from %s to %s", truth_path, truth.crs, pred.crs)
         truth = truth.to_crs(pred.crs)
+    if extent is not None:  # the truth of one scene out of a file that covers many
+        truth = truth.clip(extent, keep_geom_type=True)
+        truth = truth[~truth.geometry.is_empty]
     if pred.crs is not None and pred.crs.is_geographic:
         utm = pred.estimate_utm_crs() if len(pred) else truth.estimate_utm_crs()
         logger.info("geographic CRS: matching in %s so that areas are in m²", utm.name)
@@ -387,6 +417,7 @@ def evaluate_vectors(
     iou_threshold: float = 0.5,
     confidence_column: str | None = None,
     min_area: float = 0.0,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> ObjectMetrics:
     """Building precision, recall and F1 of a predicted polygon layer against a truth layer.
 
@@ -404,6 +435,8 @@ def evaluate_vectors(
         confidence_column: Prediction column to visit by, descending.
         min_area: Minimum area in CRS units² (m²): truth polygons with ``area < min_area``
             and proposals with ``area <= min_area`` are dropped (the SpaceNet rule).
+        extent: ``(xmin, ymin, xmax, ymax)`` in the prediction's CRS: the truth is clipped
+            to it (one scene of a truth file that covers many).
 
     Returns:
         Object metrics (:class:`geoseg.evaluate.objects.ObjectMetrics`).
@@ -415,9 +448,9 @@ def evaluate_vectors(
     from geoseg.evaluate.objects import match_objects
 
     pred_s, truth_s = str(pred_path), str(truth_path)
-    pred = _read_layer(pred_s, layer, "prediction", "--layer")
-    truth = _read_layer(truth_s, truth_layer, "truth", "--truth-layer")
-    pred, truth = _align_crs(pred, truth, pred_s, truth_s)
+    pred, _ = _read_layer(pred_s, layer, "prediction", "--layer")
+    truth, _ = _read_layer(truth_s, truth_layer, "truth", "--truth-layer")
+    pred, truth = _align_crs(pred, truth, pred_s, truth_s, extent)
     return match_objects(
         pred,
         truth,
@@ -425,4 +458,98 @@ def evaluate_vectors(
         confidence_column=confidence_column,
         min_area_truth=min_area,
         min_area_proposal=min_area,
+    )
+
+
+# --------------------------------------------------------------------------- road lines
+
+ROAD_LAYER = "road_centerlines"
+"""The layer of centre-lines that ``geoseg vectorize --centerlines`` writes."""
+
+_LINE_TYPES = {"LineString", "MultiLineString"}
+
+
+def _road_lines(
+    path: str, layer: str | None, role: str, option: str
+) -> tuple[gpd.GeoDataFrame, str]:
+    """The non-empty line features of a layer (``road_centerlines`` or the only one)."""
+    frame, name = _read_layer(path, layer, role, option, ROAD_LAYER)
+    geoms = frame.geometry
+    frame = frame[geoms.notna() & ~geoms.is_empty]
+    bad = sorted(set(frame.geom_type) - _LINE_TYPES)
+    if bad:
+        raise InputError(
+            f"{path}: layer {name!r} holds {', '.join(bad)} geometries; road metrics need "
+            f"centre-lines (LineString), e.g. the {ROAD_LAYER} layer of "
+            f"`geoseg vectorize --centerlines`; pass {option} NAME"
+        )
+    if frame.empty:
+        logger.warning("%s: layer %r has no road lines", path, name)
+    return frame, name
+
+
+def _metres_per_unit(crs: pyproj.CRS | None) -> float:
+    """Metres per unit of a projected CRS's first axis (1.0 when there is no CRS)."""
+    axes = crs.axis_info if crs is not None else []
+    return float(axes[0].unit_conversion_factor) if axes else 1.0
+
+
+def evaluate_roads(
+    pred_path: PathLike,
+    truth_path: PathLike,
+    *,
+    layer: str | None = None,
+    truth_layer: str | None = None,
+    buffer: float = EvaluateOptions.road_buffer,
+    snap: float = EvaluateOptions.road_snap,
+    spacing: float = EvaluateOptions.road_spacing,
+    max_pairs: int = EvaluateOptions.road_max_pairs,
+    extent: tuple[float, float, float, float] | None = None,
+) -> RoadMetrics:
+    """APLS and buffer precision / recall of predicted road centre-lines against the truth.
+
+    Layers default to ``road_centerlines`` (what ``geoseg vectorize --centerlines`` writes)
+    when the file has one, else the file's only layer; empty geometries are skipped. The
+    truth is reprojected to the prediction's CRS when they differ; when one side has no
+    CRS it is assumed to be the other's (with a warning), and with no CRS at all the
+    coordinates are taken as metres. In a geographic CRS both are projected to the local
+    UTM zone; in a projected CRS with another unit (US feet) the distances are converted.
+    An empty prediction scores 0; an empty truth leaves APLS and recall undefined (NaN).
+    The metrics are those of :mod:`geoseg.evaluate.roads`.
+
+    Args:
+        pred_path: Predicted centre-lines (GeoPackage, GeoJSON, GeoParquet, any OGR format).
+        truth_path: Reference centre-lines.
+        layer: Layer of ``pred_path``.
+        truth_layer: Layer of ``truth_path``.
+        buffer: Precision / recall buffer, m.
+        snap: APLS snap distance, m.
+        spacing: APLS control point spacing, m.
+        max_pairs: Most APLS routes scored per direction.
+        extent: As in :func:`evaluate_vectors`: the truth is clipped to it.
+
+    Returns:
+        Road metrics (:class:`geoseg.evaluate.roads.RoadMetrics`).
+
+    Raises:
+        InputError: Unreadable files, a missing layer (the message lists the layers),
+            geometries that are not lines.
+    """
+    from geoseg.evaluate.roads import score_roads
+
+    pred_s, truth_s = str(pred_path), str(truth_path)
+    pred, _ = _road_lines(pred_s, layer, "prediction", "--layer")
+    truth, _ = _road_lines(truth_s, truth_layer, "truth", "--truth-layer")
+    if len(pred) or len(truth):
+        pred, truth = _align_crs(pred, truth, pred_s, truth_s, extent)
+    if pred.crs is None and truth.crs is None:
+        logger.warning("%s and %s have no CRS: coordinates are taken as metres", pred_s, truth_s)
+    return score_roads(
+        pred.geometry.values,
+        truth.geometry.values,
+        buffer=buffer,
+        snap=snap,
+        spacing=spacing,
+        max_pairs=max_pairs,
+        unit=_metres_per_unit(pred.crs),
     )

@@ -166,3 +166,205 @@ def test_vectors_missing_layer_lists_layers():
         "--truth-layer", "buildings",
     )  # fmt: skip
     assert_one_line_error(code, out, "no layer 'buildings'", "layers: gt", "--truth-layer")
+
+
+# --------------------------------------------------------------------------- roads
+
+VEGAS = REAL / "apls_spacenet3_vegas_img0"
+UTM11 = "EPSG:32611"
+
+
+def _lines_file(path, lines, *, crs=UTM11, layer=None, driver=None):
+    import geopandas as gpd
+
+    frame = gpd.GeoDataFrame({"id": range(len(lines))}, geometry=list(lines), crs=crs)
+    frame.to_file(path, layer=layer, driver=driver)
+    return path
+
+
+@pytest.fixture
+def roads(tmp_path):
+    """A 'T' of three 100 m roads near Las Vegas; the prediction lacks one."""
+    import geopandas as gpd
+    from shapely.affinity import translate
+    from shapely.geometry import LineString, Polygon
+
+    x0, y0 = 664_400.0, 4_011_900.0
+    t = [
+        translate(g, x0, y0)
+        for g in (
+            LineString([(0, 0), (100, 0)]),
+            LineString([(100, 0), (200, 0)]),
+            LineString([(100, 0), (100, 100)]),
+        )
+    ]
+    truth = _lines_file(tmp_path / "truth.geojson", t)
+    # A vectorize-like GeoPackage: a polygon layer and the centre-lines.
+    pred = tmp_path / "pred.gpkg"
+    gpd.GeoDataFrame(geometry=[Polygon([(x0, y0), (x0 + 9, y0), (x0, y0 + 9)])], crs=UTM11).to_file(
+        pred, layer="roads"
+    )
+    _lines_file(pred, t[::2], layer="road_centerlines")
+    return {"truth": truth, "pred": pred, "lines": t, "tmp": tmp_path}
+
+
+def test_roads_table_json_and_judge(roads):
+    out_json = roads["tmp"] / "r.json"
+    args = ("evaluate", "--roads", roads["pred"], roads["truth"], "--control-spacing", "1000")
+    code, out = run(*args, "--json", out_json)
+    assert code == 0, out
+    assert "APLS" in out and "0.6667" in out and "truth -> pred" in out
+    report = json.loads(out_json.read_text())
+    assert report["mode"] == "roads"
+    assert report["apls"] == pytest.approx(2 / 3, abs=1e-12)  # derived in tests/evaluate
+    assert report["apls_truth_to_pred"]["score"] == 0.5
+    assert report["apls_pred_to_truth"]["score"] == 1.0
+    assert report["precision"] == 1.0 and report["recall"] == pytest.approx(202 / 300)
+    assert report["control_spacing_m"] == 1000.0 and report["buffer_m"] == 2.0
+    code, out = run(*args, "--min-apls", "0.7")
+    assert_one_line_error(code, out, "APLS 0.6667 is below the required minimum 0.7")
+    code, out = run(*args, "--min-apls", "0.6")
+    assert code == 0, out
+
+
+def test_roads_in_geographic_crs_are_scored_in_metres(roads):
+    import geopandas as gpd
+
+    geo = roads["tmp"] / "truth_4326.geojson"
+    gpd.read_file(roads["truth"]).to_crs("EPSG:4326").to_file(geo)
+    out_json = roads["tmp"] / "r.json"
+    # prediction in UTM, truth in degrees (reprojected), then both in degrees (to UTM)
+    for pred in (roads["pred"], geo):
+        code, out = run("evaluate", "--roads", pred, geo, "--json", out_json, "--overwrite")
+        assert code == 0, out
+        report = json.loads(out_json.read_text())
+        assert report["truth_length_m"] == pytest.approx(300.0, abs=1e-3)
+    assert report["apls"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_roads_read_geoparquet(roads):
+    import geopandas as gpd
+
+    parquet = roads["tmp"] / "road_centerlines.parquet"
+    gpd.read_file(roads["pred"], layer="road_centerlines").to_parquet(parquet)
+    code, out = run("evaluate", "--roads", parquet, roads["truth"], "--control-spacing", "1000")
+    assert code == 0, out
+    assert "0.6667" in out.splitlines()[0]
+    code, out = run("evaluate", "--roads", parquet, roads["truth"], "--layer", "roads")
+    assert_one_line_error(code, out, "one layer ('road_centerlines')", "leave out --layer")
+
+
+def test_roads_refuse_polygons_and_missing_layers(roads):
+    code, out = run("evaluate", "--roads", roads["pred"], roads["truth"], "--layer", "roads")
+    assert_one_line_error(code, out, "pred.gpkg", "'roads' holds Polygon", "--layer")
+    code, out = run("evaluate", "--roads", roads["pred"], roads["truth"], "--layer", "nope")
+    assert_one_line_error(code, out, "no layer 'nope'", "road_centerlines", "--layer")
+
+
+def test_roads_empty_truth_is_undefined_and_fails_a_minimum(roads):
+    empty = _lines_file(roads["tmp"] / "empty.gpkg", [])
+    code, out = run("evaluate", "--roads", roads["pred"], empty)
+    assert code == 0, out
+    assert "APLS" in out and "-" in out.splitlines()[0]
+    code, out = run("evaluate", "--roads", roads["pred"], empty, "--min-apls", "0.1")
+    assert_one_line_error(code, out, "APLS undefined")
+    code, out = run("evaluate", "--roads", empty, roads["truth"], "--min-apls", "0.1")
+    assert_one_line_error(code, out, "APLS 0.0000 is below")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--roads", "--vectors"], "--vectors and --roads are different modes"),
+        (["--roads", "--iou", "0.3"], "--iou applies to --vectors mode only"),
+        (["--roads", "--eroded", "3"], "--eroded applies to raster mode"),
+        (["--buffer", "3"], "--buffer applies to --roads mode only"),
+        (["--vectors", "--snap", "3"], "--snap applies to --roads mode only"),
+        (["--layer", "x"], "--layer applies to --roads mode or --vectors mode only"),
+        (["--roads", "--control-spacing", "0.5"], "--control-spacing"),
+        (["--roads", "--max-pairs", "0"], "--max-pairs"),
+    ],
+)
+def test_roads_bad_options_exit_2(roads, args, needle):
+    code, out = run("evaluate", roads["pred"], roads["truth"], *args)
+    assert code == 2, out
+    assert needle in out
+
+
+def test_road_layer_is_the_one_vectorize_writes():
+    from geoseg.evaluate._run import ROAD_LAYER
+    from geoseg.vectorize._run import CENTERLINE_LAYER
+
+    assert ROAD_LAYER == CENTERLINE_LAYER
+
+
+def _vegas_class_raster(path):
+    """The truth lines as the road class on a UTM 11N grid over the image (0.27 m).
+
+    Each line is buffered to its width (3.5 m per lane, flat ends) and burnt as class 0
+    (impervious_surfaces, the potsdam schema's road class) into low vegetation (2).
+    """
+    import geopandas as gpd
+    from rasterio.features import rasterize
+    from rasterio.warp import calculate_default_transform
+
+    with rasterio.open(VEGAS / "RGB-PanSharpen_AOI_2_Vegas_img0.tif") as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, UTM11, src.width, src.height, *src.bounds
+        )
+    truth = gpd.read_file(VEGAS / "AOI_2_Vegas_img0_roads_gt.geojson").to_crs(UTM11)
+    shapes = [
+        (line.buffer(1.75 * max(int(lanes), 1), cap_style="flat"), 0)
+        for line, lanes in zip(truth.geometry, truth["lane_number"], strict=True)
+    ]
+    classes = rasterize(
+        shapes, out_shape=(height, width), transform=transform, fill=2, dtype="uint8"
+    )
+    assert 0.1 < (classes == 0).mean() < 0.25
+    return _write(path, classes, transform=transform, crs=UTM11)
+
+
+@pytest.fixture(scope="module")
+def vegas(tmp_path_factory):
+    """geoseg's centre-lines of the rasterized Vegas truth, scored by `evaluate --roads`."""
+    if not VEGAS.is_dir():
+        pytest.skip(f"shared real data not found at {VEGAS}")
+    tmp = tmp_path_factory.mktemp("vegas")
+    classes = _vegas_class_raster(tmp / "classes.tif")
+    gpkg = tmp / "vegas.gpkg"
+    code, out = run("vectorize", classes, "-o", gpkg, "--classes", "road", "--centerlines")
+    assert code == 0, out
+    truth = VEGAS / "AOI_2_Vegas_img0_roads_gt.geojson"  # EPSG:4326: reprojected
+    out_json = tmp / "roads.json"
+    code, out = run("evaluate", "--roads", gpkg, truth, "--json", out_json)
+    assert code == 0, out
+    return {"pred": gpkg, "truth": truth, "report": json.loads(out_json.read_text())}
+
+
+def test_vegas_centrelines_score_high(vegas):
+    report = vegas["report"]
+    # Recorded: APLS 0.9254 (truth->pred 0.8773, pred->truth 0.9790), P 0.9993, R 0.9890.
+    assert report["apls"] > 0.85
+    assert report["precision"] > 0.95 and report["recall"] > 0.95
+    assert report["truth_length_m"] == pytest.approx(4461.2, abs=1.0)
+    assert not report["apls_truth_to_pred"]["sampled"]
+
+
+def test_vegas_apls_equals_the_reference(vegas):
+    import pyogrio
+
+    from geoseg.evaluate.roads import road_graph
+    from tests.evaluate import apls_reference
+
+    ref = apls_reference.load()
+    # The same graphs through CosmiQ's implementation: the centre-lines as written, the
+    # truth in the prediction's CRS (what evaluate does).
+    pred = pyogrio.read_dataframe(vegas["pred"], layer="road_centerlines")
+    truth = pyogrio.read_dataframe(vegas["truth"]).to_crs(pred.crs)
+    total, t2p, p2t = apls_reference.reference_apls(
+        ref, road_graph(pred.geometry), road_graph(truth.geometry)
+    )
+    report = vegas["report"]
+    assert report["apls_truth_to_pred"]["score"] == pytest.approx(t2p, abs=1e-9)
+    assert report["apls_pred_to_truth"]["score"] == pytest.approx(p2t, abs=1e-9)
+    assert report["apls"] == pytest.approx(total, abs=1e-9)
