@@ -16,6 +16,11 @@ Three pieces:
   own tiles, hands the spilled sums (*pieces*) to the blocks they land in, and completes a
   seam (:func:`seam_sums`) once all of its contributors are done.
 Memory per block: ``(classes + 1) * 4`` bytes per pixel of the block plus its spill.
+
+A model with extra outputs (a building-contact probability, say) blends them as further
+channels after the classes: the class map is the argmax of the class channels only
+(:func:`decode` with ``extra``), the extra channels decode to uint8 probabilities
+(:func:`decode_extra`) exactly as the class probabilities do.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "Edges",
     "axis_profile",
     "decode",
+    "decode_extra",
     "quantize_probs",
     "quantize_weights",
     "seam_sums",
@@ -191,7 +197,8 @@ class Accumulator:
 
     Args:
         rect: The scene rectangle covered.
-        num_classes: Number of classes C.
+        num_classes: Number of probability channels C (the classes, and any extra outputs
+            after them).
         device: Torch device of the sums.
     """
 
@@ -256,18 +263,31 @@ class Accumulator:
         return self.sums[(slice(None), *rect.slices(self.rect))].clone()
 
 
+def _probs_u8(s: torch.Tensor, wsum: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """``round(255 * S / (W * PROB_SCALE))`` as uint8 in integers, 0 where ``bad``."""
+    import torch
+
+    den = wsum.clamp_min(1) * PROB_SCALE
+    # round(255 * S / den) in integers: floor((2 * 255 * S + den) / (2 * den))
+    q = torch.div(s.to(torch.int64) * 510 + den, 2 * den, rounding_mode="floor")
+    return q.clamp_(0, 255).to(torch.uint8).masked_fill_(bad, 0)
+
+
 def decode(
     sums: npt.NDArray[np.int32] | torch.Tensor,
     valid: npt.NDArray[np.bool_] | torch.Tensor,
     *,
     probabilities: bool = False,
+    extra: int = 0,
 ) -> tuple[Any, Any]:
     """Blended sums to classes (and optionally uint8 probabilities), where the sums are.
 
     Args:
-        sums: (C + 1, h, w) integer sums from an :class:`Accumulator` (numpy or torch).
+        sums: (C + E + 1, h, w) integer sums from an :class:`Accumulator` (numpy or torch).
         valid: (h, w) validity of the input pixels.
         probabilities: Also return per-class probabilities scaled to 0..255.
+        extra: E, the channels after the classes that are not classes (a model's extra
+            outputs): left out of the argmax and of ``probs`` (see :func:`decode_extra`).
 
     Returns:
         ``classes`` (h, w) uint8: the argmax of the blended probabilities (ties to the
@@ -280,7 +300,8 @@ def decode(
 
     s_all = _tensor(sums)
     v_all = _tensor(valid).to(s_all.device, torch.bool)
-    c = s_all.shape[0] - 1
+    n = s_all.shape[0] - 1  # the weights' row
+    c = n - extra
     h, w = s_all.shape[1:]
     classes = torch.empty((h, w), dtype=torch.uint8, device=s_all.device)
     probs = (
@@ -289,7 +310,7 @@ def decode(
     for r0 in range(0, h, _DECODE_ROWS):
         r1 = min(h, r0 + _DECODE_ROWS)
         s = s_all[:, r0:r1]
-        wsum = s[c].to(torch.int64)
+        wsum = s[n].to(torch.int64)
         bad = ~(v_all[r0:r1] & (wsum > 0))
         # argmax as running comparisons (ties to the lower index): fast on the CPU too
         best = s[0].clone()
@@ -300,13 +321,45 @@ def decode(
             cls.masked_fill_(more, k)
         classes[r0:r1] = cls.masked_fill_(bad, IGNORE)
         if probs is not None:
-            den = wsum.clamp_min(1) * PROB_SCALE
-            # round(255 * S / den) in integers: floor((2 * 255 * S + den) / (2 * den))
-            q = torch.div(s[:c].to(torch.int64) * 510 + den, 2 * den, rounding_mode="floor")
-            probs[:, r0:r1] = q.clamp_(0, 255).to(torch.uint8).masked_fill_(bad, 0)
+            probs[:, r0:r1] = _probs_u8(s[:c], wsum, bad)
     if isinstance(sums, np.ndarray):
         return classes.numpy(), None if probs is None else probs.numpy()
     return classes, probs
+
+
+def decode_extra(
+    sums: npt.NDArray[np.int32] | torch.Tensor,
+    valid: npt.NDArray[np.bool_] | torch.Tensor,
+    *,
+    extra: int,
+) -> Any:
+    """The last ``extra`` probability channels of blended sums as uint8 (0..255).
+
+    The same integer rounding as the class probabilities of :func:`decode`:
+    ``round(255 * p)``, 0 where the input is invalid or no tile covered the pixel.
+
+    Args:
+        sums: (C + E + 1, h, w) integer sums from an :class:`Accumulator`.
+        valid: (h, w) validity of the input pixels.
+        extra: E >= 1.
+
+    Returns:
+        (E, h, w) uint8: numpy for numpy sums, else a tensor on the sums' device.
+    """
+    import torch
+
+    s_all = _tensor(sums)
+    v_all = _tensor(valid).to(s_all.device, torch.bool)
+    n = s_all.shape[0] - 1
+    h, w = s_all.shape[1:]
+    out = torch.empty((extra, h, w), dtype=torch.uint8, device=s_all.device)
+    for r0 in range(0, h, _DECODE_ROWS):
+        r1 = min(h, r0 + _DECODE_ROWS)
+        s = s_all[:, r0:r1]
+        wsum = s[n].to(torch.int64)
+        bad = ~(v_all[r0:r1] & (wsum > 0))
+        out[:, r0:r1] = _probs_u8(s[n - extra : n], wsum, bad)
+    return out.numpy() if isinstance(sums, np.ndarray) else out
 
 
 def seam_sums(

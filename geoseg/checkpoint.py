@@ -4,6 +4,13 @@ One file holds everything needed to use a model on a new scene: the architecture
 arguments, the weights, the band names and their normalisation, the class schema, the tile
 size and ground sample distance it was trained at, training metrics and the geoseg version.
 
+A model may have outputs beyond its classes: ``extra_outputs`` names them (e.g.
+``["contact"]``, the building-contact logit learnt from a store tiled with footprints). Its
+architecture is then built with ``num_classes = len(schema) + len(extra_outputs)`` output
+channels: the first ``len(schema)`` are the class logits, the others the extra outputs in
+order. Such a checkpoint is written as format version 2; one without extra outputs as
+version 1 (and a checkpoint without the field has none).
+
 The file is a plain ``torch.save`` of dicts, lists, strings, numbers and tensors, so it
 loads with ``torch.load(..., weights_only=True)``: no pickled code is ever executed. A
 tampered, truncated or foreign file raises :class:`~geoseg.errors.CheckpointError`, and so
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +43,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MIN_TILE_SIZE",
     "Checkpoint",
+    "extra_outputs_problem",
     "file_sha256",
     "load_checkpoint",
     "normalisation_problem",
@@ -42,7 +51,11 @@ __all__ = [
 ]
 
 FORMAT = "geoseg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format this geoseg reads (2 added ``extra_outputs``; 1 is written without)."""
+
+_EXTRA_OUTPUT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_RESERVED_OUTPUTS = frozenset({"classes", "probs"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class Checkpoint:
         metrics: Training/validation metrics of this checkpoint (e.g. ``val_miou``, ``epoch``).
         config: The training options, for provenance.
         geoseg_version: Version that wrote the file.
+        extra_outputs: Names of the model's outputs after the class logits (one channel
+            each, e.g. ``("contact",)``); empty for a plain class model.
     """
 
     arch: dict[str, Any]
@@ -74,11 +89,15 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     geoseg_version: str = ""
+    extra_outputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = normalisation_problem(self.bands, self.mean, self.std)
+        if problem is None:
+            problem = extra_outputs_problem(self.extra_outputs)
         if problem is not None:
             raise CheckpointError(f"checkpoint of {self.arch.get('name', 'a model')!r}: {problem}")
+        object.__setattr__(self, "extra_outputs", tuple(self.extra_outputs))
 
     @classmethod
     def untrained(
@@ -92,6 +111,7 @@ class Checkpoint:
         tile_size: int,
         gsd: float,
         config: dict[str, Any] | None = None,
+        extra_outputs: tuple[str, ...] = (),
         **arch_args: Any,
     ) -> Checkpoint:
         """A checkpoint of architecture ``name`` with fresh (random) weights.
@@ -100,7 +120,12 @@ class Checkpoint:
         """
         from geoseg.models import build_model, model_spec
 
-        spec = model_spec(name, in_channels=len(bands), num_classes=len(schema), **arch_args)
+        spec = model_spec(
+            name,
+            in_channels=len(bands),
+            num_classes=len(schema) + len(extra_outputs),
+            **arch_args,
+        )
         model = build_model(spec["name"], **spec["args"])
         return cls(
             arch=spec,
@@ -112,12 +137,18 @@ class Checkpoint:
             tile_size=tile_size,
             gsd=gsd,
             config=dict(config or {}),
+            extra_outputs=tuple(extra_outputs),
         )
 
     @property
     def num_classes(self) -> int:
-        """Number of output classes."""
+        """Number of output classes (the first channels of the model's output)."""
         return len(self.schema)
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of output channels: the classes, then the extra outputs."""
+        return len(self.schema) + len(self.extra_outputs)
 
     def validate(self, source: str | os.PathLike[str] | None = None) -> None:
         """Check that this checkpoint can be applied, without building the real model.
@@ -175,14 +206,17 @@ class Checkpoint:
             )
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             return f"the arguments of architecture {name!r} are not a mapping; {_RETRAIN}"
+        outputs = f"{len(self.schema)} classes"
+        if self.extra_outputs:
+            outputs += f" and {len(self.extra_outputs)} extra output(s)"
         for key, want, what in (
-            ("in_channels", len(self.bands), "bands"),
-            ("num_classes", len(self.schema), "classes"),
+            ("in_channels", len(self.bands), f"{len(self.bands)} bands"),
+            ("num_classes", self.num_outputs, outputs),
         ):
             if args.get(key) != want:
                 return (
                     f"architecture {name!r} has {key}={args.get(key)!r} but the checkpoint "
-                    f"lists {want} {what}; {_RETRAIN}"
+                    f"lists {what}; {_RETRAIN}"
                 )
         return None
 
@@ -257,9 +291,10 @@ class Checkpoint:
         """The plain-data form that is saved."""
         from geoseg import __version__
 
-        return {
+        payload = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # version 1 unless the model has extra outputs: older geoseg reads it
+            "format_version": 2 if self.extra_outputs else 1,
             "arch": {"name": str(self.arch["name"]), "args": dict(self.arch.get("args", {}))},
             "state_dict": self.state_dict,
             "bands": list(self.bands),
@@ -272,6 +307,9 @@ class Checkpoint:
             "config": dict(self.config),
             "geoseg_version": self.geoseg_version or __version__,
         }
+        if self.extra_outputs:
+            payload["extra_outputs"] = list(self.extra_outputs)
+        return payload
 
 
 def save_checkpoint(
@@ -300,6 +338,25 @@ _DAMAGED = "the file is damaged or its weights were edited; use the .pt `geoseg 
 
 def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def extra_outputs_problem(names: object, *, fix: str = _RETRAIN) -> str | None:
+    """What is wrong with a model's extra output names, and ``fix``; None when usable.
+
+    Names are lower-case identifiers (``contact``), unique, and not ``classes`` or ``probs``.
+    """
+    if not isinstance(names, list | tuple):
+        return f"its extra outputs {names!r} are not a list of names; {fix}"
+    for name in names:
+        if (
+            not isinstance(name, str)
+            or not _EXTRA_OUTPUT_NAME.fullmatch(name)
+            or name in _RESERVED_OUTPUTS
+        ):
+            return f"extra output name {name!r} is not a lower-case identifier; {fix}"
+    if len(set(names)) != len(names):
+        return f"its extra outputs {list(names)} repeat a name; {fix}"
+    return None
 
 
 def normalisation_problem(
@@ -432,6 +489,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
         raise CheckpointError(f"{p}: checkpoint field 'arch' has no model name; {_RETRAIN}")
     bands, mean, std = (tuple(payload[k]) for k in ("bands", "mean", "std"))
     problem = normalisation_problem(bands, mean, std)
+    if problem is None:
+        problem = extra_outputs_problem(payload.get("extra_outputs", []))
     if problem is not None:
         raise CheckpointError(f"{p}: {problem}")
     try:
@@ -452,6 +511,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
             metrics=dict(payload.get("metrics") or {}),
             config=dict(payload.get("config") or {}),
             geoseg_version=str(payload.get("geoseg_version", "")),
+            extra_outputs=tuple(payload.get("extra_outputs", [])),
         )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(

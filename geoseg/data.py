@@ -14,6 +14,10 @@ Augmentation is the dihedral group D4 (the 4 rotations by 90° and their mirror 
 done with exact index permutations (:func:`numpy.rot90`, :func:`numpy.flip` views, the same
 elements as :func:`dihedral` on tensors) on the image and the mask together: no
 interpolation, the mask keeps its integer classes and its 255s.
+
+A store with a contact target (``geoseg tile --footprints``) gives, with ``contact=True``,
+a two-channel mask ``(2, H, W)``: the classes, then the contact target (0/1, 255 = ignore),
+cropped, downsampled and transformed together, so they stay aligned pixel for pixel.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geoseg.errors import ConfigError, InputError, first_line
 from geoseg.schema import IGNORE
-from geoseg.tiles import LABEL_BAND, read_chip_masked
+from geoseg.tiles import CONTACT_BAND, LABEL_BAND, ChipTargets, read_chip_targets
 
 __all__ = [
     "BandStats",
@@ -44,9 +48,11 @@ __all__ = [
     "chip_gsd",
     "dihedral",
     "dihedral_view",
+    "downsample_contact",
     "downsample_labels",
     "downsample_mean",
     "read_labelled_chip",
+    "read_training_chip",
     "split_scenes",
 ]
 
@@ -208,6 +214,23 @@ def downsample_labels(
     return out
 
 
+def downsample_contact(contact: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8]:
+    """Block-any contact of each ``factor`` x ``factor`` block, ignoring 255.
+
+    A block with a contact pixel is 1 (a thin band must survive the coarser grid), else 0
+    when it has a 0, else 255. Padded with 255 to a multiple of ``factor``.
+    """
+    if factor == 1:
+        return contact
+    c = _pad_to(contact, factor, IGNORE)
+    h, w = c.shape
+    blocks = c.reshape(h // factor, factor, w // factor, factor)
+    out = np.full((h // factor, w // factor), IGNORE, dtype=np.uint8)
+    out[(blocks == 0).any(axis=(1, 3))] = 0
+    out[(blocks == 1).any(axis=(1, 3))] = 1
+    return out
+
+
 # -- band statistics -------------------------------------------------------------------------
 
 
@@ -279,12 +302,18 @@ class Chip:
             ``valid`` is False).
         native_labels: uint8 labels at the chip's own resolution (``(h*f, w*f)``) when
             the dataset keeps them, else None.
+        contact: uint8 ``(h, w)`` contact target (0/1, 255 = ignore) when the dataset reads
+            it, else None.
+        native_contact: The contact target at the chip's own resolution, with
+            ``native_labels``.
     """
 
     image: npt.NDArray[np.float32]
     valid: npt.NDArray[np.bool_]
     labels: npt.NDArray[np.uint8]
     native_labels: npt.NDArray[np.uint8] | None
+    contact: npt.NDArray[np.uint8] | None = None
+    native_contact: npt.NDArray[np.uint8] | None = None
 
 
 def read_labelled_chip(
@@ -295,18 +324,35 @@ def read_labelled_chip(
     Raises:
         InputError: The chip cannot be read or has no ``label`` band.
     """
+    chip = read_training_chip(path)
+    assert chip.labels is not None
+    return chip.image, chip.valid, chip.labels, chip.names
+
+
+def read_training_chip(path: str | os.PathLike[str], *, contact: bool = False) -> ChipTargets:
+    """Read a store chip with its labels (and its contact target with ``contact``).
+
+    Raises:
+        InputError: The chip cannot be read, has no ``label`` band, or (with ``contact``) no
+            ``contact`` band.
+    """
     try:
-        image, valid, labels, names = read_chip_masked(path)
+        chip = read_chip_targets(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(
             f"{path}: cannot read chip ({first_line(exc)}); re-run `geoseg tile`"
         ) from None
-    if labels is None:
+    if chip.labels is None:
         raise InputError(
             f"{path}: chip has no '{LABEL_BAND}' band; training needs a store tiled from "
             "labelled scenes"
         )
-    return image, valid, labels, names
+    if contact and chip.contact is None:
+        raise InputError(
+            f"{path}: chip has no '{CONTACT_BAND}' band; re-run `geoseg tile` with "
+            "--footprints on this store"
+        )
+    return chip
 
 
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -315,7 +361,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ``image`` is float32 ``(C, H, W)``, normalised per band with ``mean``/``std``, 0 on
     invalid pixels; ``mask`` is uint8 ``(H, W)`` class indices with 255 wherever the label is
     unknown or the chip's dataset mask is invalid, so the loss ignores those pixels (widen it
-    with ``.long()`` for the losses, best on the device).
+    with ``.long()`` for the losses, best on the device). With ``contact`` the mask is
+    ``(2, H, W)``: the classes, then the contact target (0/1, 255 = ignore).
 
     Per sample, in order: read (optionally cached), downsample by ``downsample`` (block mean
     of valid pixels for the image, block majority for the labels), a random ``crop``, a random
@@ -336,6 +383,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             ``crop=None`` and ``augment=False``.
         cache: Keep chips in memory after the first read (per process: each DataLoader
             worker keeps its own).
+        contact: Read the chips' contact target too (a store tiled with footprints); it is
+            downsampled by block-any (:func:`downsample_contact`).
 
     Raises:
         ConfigError: Bad factors or incompatible options.
@@ -353,6 +402,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         downsample: int = 1,
         native_labels: bool = False,
         cache: bool = False,
+        contact: bool = False,
     ) -> None:
         if downsample < 1:
             raise ConfigError(f"downsample={downsample}: must be an integer >= 1")
@@ -371,6 +421,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.downsample = downsample
         self.native_labels = native_labels
         self.cache = cache
+        self.contact = contact
         self._cache: dict[int, Chip] = {}
 
     def __len__(self) -> int:
@@ -388,12 +439,26 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         hit = self._cache.get(i)
         if hit is not None:
             return hit
-        image, valid, labels, _ = read_labelled_chip(self.paths[i])
+        read = read_training_chip(self.paths[i], contact=self.contact)
+        image, valid, labels = read.image, read.valid, read.labels
+        assert labels is not None
         f = self.downsample
         small, svalid = downsample_mean(image, valid, f)
         slabels = downsample_labels(labels, f, num_classes=self.num_classes)
         slabels = np.where(svalid, slabels, IGNORE).astype(np.uint8)
-        chip = Chip(small, svalid, slabels, labels if self.native_labels else None)
+        scontact = None
+        if self.contact:
+            assert read.contact is not None
+            scontact = downsample_contact(read.contact, f)
+            scontact = np.where(svalid, scontact, IGNORE).astype(np.uint8)
+        chip = Chip(
+            small,
+            svalid,
+            slabels,
+            labels if self.native_labels else None,
+            contact=scontact,
+            native_contact=read.contact if self.native_labels and self.contact else None,
+        )
         if self.cache:
             self._cache[i] = chip
         return chip
@@ -402,7 +467,13 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         i, seed = key if isinstance(key, tuple) else (key, 0)
         chip = self.load(int(i))
         rng = np.random.default_rng(int(seed))
-        image, valid, labels = chip.image, chip.valid, chip.labels
+        image, valid = chip.image, chip.valid
+        # the targets: (H, W) classes, or (2, H, W) classes and contact
+        labels: npt.NDArray[np.uint8] = chip.labels
+        if self.native_labels and chip.native_labels is not None:
+            labels = chip.native_labels
+        contact = chip.native_contact if self.native_labels else chip.contact
+        target = labels if contact is None else np.stack([labels, contact])
         if self.crop is not None:
             h, w = labels.shape
             c = self.crop
@@ -415,10 +486,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             c0 = int(rng.integers(0, w - c + 1))
             image = image[:, r0 : r0 + c, c0 : c0 + c]
             valid = valid[r0 : r0 + c, c0 : c0 + c]
-            labels = labels[r0 : r0 + c, c0 : c0 + c]
-        target = labels
-        if self.native_labels and chip.native_labels is not None:
-            target = chip.native_labels
+            target = target[..., r0 : r0 + c, c0 : c0 + c]
         if self.augment:
             # Views only: the one copy below writes the transformed, normalised pixels.
             k = int(rng.integers(0, 8))

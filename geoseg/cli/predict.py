@@ -96,7 +96,8 @@ def predict(
         )
     for r in reports:
         resumed = f", {r.blocks_resumed} resumed" if r.blocks_resumed else ""
+        extras = "".join(f"; {name}: {p}" for name, p in r.extras.items())
         click.echo(
             f"{r.classes}: {r.megapixels:.1f} Mpx, {r.blocks} block(s){resumed}, "
-            f"{r.tiles_computed}/{r.tiles} tiles run, {r.seconds:.1f}s"
+            f"{r.tiles_computed}/{r.tiles} tiles run, {r.seconds:.1f}s{extras}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 @min_valid_opt
 @bands_opt
 @record_option(TileOptions, "compress")
+@record_option(TileOptions, "footprints", type=click.Path(dir_okay=False))
+@record_option(TileOptions, "footprints_layer")
+@record_option(TileOptions, "contact_width")
 @workers_opt
 @overwrite_opt
 def tile(
@@ -47,6 +51,9 @@ def tile(
     min_valid: float,
     bands: tuple[str, ...] | None,
     compress: Any,
+    footprints: str | None,
+    footprints_layer: str | None,
+    contact_width: float,
     workers: int,
     overwrite: bool,
 ) -> None:
@@ -59,6 +66,11 @@ def tile(
     the scene; a chip over 1 GiB is refused). Re-running with the same options resumes:
     complete chips are skipped.
 
+    With --footprints (building polygons: GeoPackage, GeoJSON, GeoParquet; reprojected to
+    each scene's CRS) every chip also gets a `contact` target: 1 where a pixel lies within
+    --contact-width metres of two or more different buildings (shared walls, narrow gaps),
+    which `geoseg train` learns as an extra output.
+
     Exits 1, leaving nothing behind, when no chip is valid (all nodata, an all-NaN DSM,
     every chip below --min-valid); scenes without a valid chip among others are named in
     a warning.
@@ -67,13 +79,23 @@ def tile(
     $ geoseg tile data/potsdam --ids 2_10,2_11 -o tiles/potsdam --size 512 --overlap 64
     $ geoseg tile --image top.tif --dsm dsm.tif --labels label.tif -o tiles/mine
     $ geoseg tile RGB.byte.tif --size 256 --overlap 32 --min-valid 0.2 -o tiles/landsat
+    $ geoseg tile data/potsdam --ids 2_10 --footprints buildings.gpkg -o tiles/contact
     """
     from tqdm import tqdm
 
     from geoseg.tiles import tile_scenes
 
+    if footprints is None and footprints_layer is not None:
+        raise click.UsageError("--footprints-layer needs --footprints")
     opts = TileOptions(
-        size=size, overlap=overlap, min_valid=min_valid, bands=bands, compress=compress
+        size=size,
+        overlap=overlap,
+        min_valid=min_valid,
+        bands=bands,
+        compress=compress,
+        footprints=None if footprints is None else Path(footprints),
+        footprints_layer=footprints_layer,
+        contact_width=contact_width,
     )
     with tqdm(desc="chips", unit="chip", disable=None) as bar:
 

@@ -72,7 +72,8 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     default="ce+dice",
     show_default=True,
     callback=_check_loss,
-    help="Loss terms ce, wce, dice, focal, lovasz, weighted and joined: ce*0.5+dice.",
+    help="Loss terms ce, wce, dice, focal, lovasz, boundary, dpce, weighted and joined: "
+    "ce*0.5+dice, ce+boundary.",
 )
 @click.option(
     "--class-weights",
@@ -113,6 +114,14 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.Path(exists=True, dir_okay=False),
     help="Local ResNet state dict to initialise the backbone from.",
 )
+@click.option(
+    "--contact-weight",
+    type=Number(0.0),
+    default=1.0,
+    show_default=True,
+    help="Weight of the building-contact loss when TILES has a contact target "
+    "(tile --footprints); 0 trains without it.",
+)
 @device_opt
 @click.option(
     "--workers",
@@ -143,6 +152,7 @@ def train(
     no_augment: bool,
     cache: bool,
     init_weights: str | None,
+    contact_weight: float,
     device: str,
     workers: int,
     resume: bool,
@@ -152,7 +162,9 @@ def train(
 
     Scenes are split, whole, into training and validation (--val-scenes, or a seeded
     --val-fraction of them). The best epoch by validation mIoU is written to -o; per-epoch
-    metrics go to OUT-stem.metrics.csv; an interrupted run continues with --resume.
+    metrics go to OUT-stem.metrics.csv; an interrupted run continues with --resume. A store
+    tiled with --footprints trains one more output, the building contact (its validation F1
+    is logged beside mIoU), which `geoseg predict` writes as {scene}_contact.tif.
 
     \b
     $ geoseg train tiles/potsdam --model unet --encoder resnet18 --epochs 30 -o model.pt
@@ -189,6 +201,7 @@ def train(
         workers=workers,
         cache=cache,
         init_weights=init_weights,
+        contact_weight=contact_weight,
     )
     bars: list[Any] = []
 

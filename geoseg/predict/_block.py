@@ -90,6 +90,7 @@ class BlockResult:
     runtime: tuple[str, str, int, float]  # device, precision, batch size, warm-up seconds
     seconds: float
     warnings: tuple[str, ...] = ()
+    extra: npt.NDArray[np.uint8] | None = None  # (E, h, w) the model's extra outputs
 
 
 class _OpenScenes(threading.local):
@@ -261,4 +262,5 @@ def _run(
         runtime=(out.device, out.precision, out.batch_size, out.warmup_s),
         seconds=time.perf_counter() - t_start,
         warnings=out.warnings,
+        extra=out.extra,
     )

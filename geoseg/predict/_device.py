@@ -11,7 +11,8 @@ running the very same code):
   bands float32, a validity mask) into the model's normalised float32 input, zero where
   invalid: the same float32 arithmetic as ``(x - mean) / std`` on the host.
 * :func:`model_probs` runs the model under test-time augmentation and returns softmax
-  probabilities; :func:`quantize` turns them into the exact integers that
+  probabilities (and the sigmoid probabilities of a model's extra outputs after them);
+  :func:`quantize` turns them into the exact integers that
   :class:`geoseg.blend.Accumulator` sums.
 * :func:`compile_module` wraps ``torch.compile`` (CUDA only; elsewhere it falls back to the
   eager module with a warning).
@@ -253,27 +254,40 @@ def model_probs(
     *,
     tta: TTA,
     num_classes: int,
+    extra: int = 0,
 ) -> torch.Tensor:
     """Softmax probabilities (N, C, H, W) float32, averaged over the TTA views.
 
+    With ``extra`` E > 0 the model returns C + E channels: the softmax of the first C and
+    the sigmoid of each of the last E, (N, C + E, H, W).
+
     Raises:
-        CheckpointError: The model does not return (N, C, H, W) logits of the input's size.
+        CheckpointError: The model does not return (N, C + E, H, W) logits of the input's size.
     """
     import torch
 
     views = tta_views(tta)
     total: torch.Tensor | None = None
+    channels = num_classes + extra
     for fwd, inv in views:
         xin = fwd(x)
         if xin.is_cuda:  # rotations change the strides: one layout for cuDNN and one graph
             xin = xin.contiguous(memory_format=torch.channels_last)
         logits = module(xin)
-        if logits.ndim != 4 or logits.shape[1] != num_classes:
+        if logits.ndim != 4 or logits.shape[1] != channels:
             raise CheckpointError(
                 f"the model returned shape {tuple(logits.shape)} for input "
-                f"{tuple(x.shape)}; expected (N, {num_classes}, H, W) logits"
+                f"{tuple(x.shape)}; expected (N, {channels}, H, W) logits"
             )
-        p = inv(torch.softmax(logits.float(), dim=1))
+        if extra:
+            lf = logits.float()
+            p = torch.cat(
+                [torch.softmax(lf[:, :num_classes], dim=1), torch.sigmoid(lf[:, num_classes:])],
+                dim=1,
+            )
+            p = inv(p)
+        else:
+            p = inv(torch.softmax(logits.float(), dim=1))
         total = p if total is None else total.add_(p)
     assert total is not None
     if total.shape[2:] != x.shape[2:]:

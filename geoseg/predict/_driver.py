@@ -37,7 +37,12 @@ from geoseg.predict._model import ModelMeta, ModelRef, PredictModel, model_ref
 from geoseg.predict._provenance import finish, work_key
 from geoseg.predict._registry import bound_gdal_cache
 from geoseg.predict._resume import SceneRun
-from geoseg.predict._types import PredictOptions, PredictReport, output_paths
+from geoseg.predict._types import (
+    PredictOptions,
+    PredictReport,
+    extra_output_path,
+    output_paths,
+)
 from geoseg.raster import SceneSpec
 from geoseg.raster.spill import clear_spills
 
@@ -64,7 +69,9 @@ def predict_scenes(
     """Predict class maps (and probabilities) for whole scenes.
 
     Writes, per scene, ``OUTDIR/{scene}_classes.tif`` (+ its ``.aux.xml`` with the class
-    names), ``OUTDIR/{scene}_probs.tif`` with ``options.probabilities``, and
+    names), ``OUTDIR/{scene}_probs.tif`` with ``options.probabilities``,
+    ``OUTDIR/{scene}_{name}.tif`` for each extra output of the model (``_contact.tif``:
+    building-contact probability, uint8 0..255, one band ``contact``), and
     ``OUTDIR/{scene}.json`` (options, model hash, timings, tiles, blocks). See
     :mod:`geoseg.predict` for the scheduling, blending, memory bound and resume.
 
@@ -107,7 +114,8 @@ def predict_scenes(
     check_overlap(tile, overlap)
     options = replace(options, tile_size=tile, overlap=overlap)  # resolved, as recorded
     for spec in specs:
-        _check_outputs(output_paths(out, spec.id), options)
+        extras = [extra_output_path(out, spec.id, name) for name in meta.extra_outputs]
+        _check_outputs(output_paths(out, spec.id), options, extras=extras)
     local_device = options.device
     if client is None:
         local_device = resolve_device(options.device)
@@ -312,16 +320,23 @@ def _block_error(fut: Any, job: BlockJob, run: SceneRun) -> GeosegError:
     )
 
 
-def _check_outputs(paths: dict[str, Path], options: PredictOptions) -> None:
-    """Check every output of a scene before any work (see :func:`check_output_path`)."""
+def _check_outputs(
+    paths: dict[str, Path], options: PredictOptions, *, extras: Sequence[Path] = ()
+) -> None:
+    """Check every output of a scene before any work (see :func:`check_output_path`).
+
+    ``extras``: the rasters of the model's extra outputs, checked too.
+    """
     check_output_path(paths["classes"].parent, kind="dir")
     check_output_path(paths["work"], kind="dir")
     resuming = paths["work"].is_dir()  # an interrupted run may replace its own sidecar
-    for key in ("classes", "probs", "sidecar"):
+    files = [(k, paths[k]) for k in ("classes", "probs", "sidecar")]
+    files += [("extra", p) for p in extras]
+    for key, path in files:
         if key == "classes" or not resuming:
-            check_output(paths[key], overwrite=options.overwrite, kind="file")
+            check_output(path, overwrite=options.overwrite, kind="file")
         else:
-            check_output_path(paths[key], kind="file")
+            check_output_path(path, kind="file")
 
 
 def _check_sizes(
@@ -341,7 +356,7 @@ def _check_sizes(
             half the memory available now.
     """
     h, w = plan.shape
-    classes = len(meta.schema)
+    classes = len(meta.schema) + len(meta.extra_outputs)  # blended channels
     scene = f"scene {spec.id} ({h} x {w} px)"
     batch = options.batch_size or (32 if device.startswith("cuda") else 4)
     side = tile * scale
@@ -362,6 +377,7 @@ def _check_sizes(
     # int32 sums of every class and the weights; the block's classes and probabilities; its
     # area as read (at most 4 bytes a band, and the mask) and normalised (float32)
     per_px = (classes + 1) * 4 + 1 + (classes if options.probabilities else 0)
+    per_px += len(meta.extra_outputs)
     block = rows * cols * (per_px + len(meta.bands) * 8 + 1)
     check_memory(
         block,
@@ -434,4 +450,5 @@ def _prepare(
         paths=output_paths(out, spec.id),
         probabilities=options.probabilities,
         warnings=warnings,
+        extra=len(meta.extra_outputs),
     )

@@ -50,6 +50,9 @@ class PredictModel:
         gsd: Ground sample distance of the training data (metres per pixel).
         name: Architecture name (for provenance).
         sha256: Model hash (of the checkpoint file, or of the name and weights when empty).
+        extra_outputs: Outputs after the class logits, one channel each (``("contact",)``):
+            each is a sigmoid probability, blended like the classes and written as
+            ``{scene}_{name}.tif``.
     """
 
     module: torch.nn.Module
@@ -61,6 +64,7 @@ class PredictModel:
     gsd: float
     name: str = "model"
     sha256: str = ""
+    extra_outputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -90,6 +94,7 @@ class PredictModel:
             gsd=ckpt.gsd,
             name=str(ckpt.arch.get("name", "model")),
             sha256=file_sha256(path),
+            extra_outputs=ckpt.extra_outputs,
         )
 
 
@@ -105,6 +110,7 @@ class ModelMeta:
     gsd: float
     name: str
     sha256: str
+    extra_outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ def meta_of(m: PredictModel) -> ModelMeta:
         gsd=float(m.gsd),
         name=m.name,
         sha256=m.sha256,
+        extra_outputs=tuple(m.extra_outputs),
     )
 
 
@@ -156,17 +163,20 @@ def model_ref(model: str | os.PathLike[str] | PredictModel) -> ModelRef:
         gsd=ckpt.gsd,
         name=str(ckpt.arch.get("name", "model")),
         sha256=file_sha256(path),
+        extra_outputs=ckpt.extra_outputs,
     )
     return ModelRef(meta=meta, path=str(path.resolve()))
 
 
 def _problem(m: PredictModel) -> str | None:
     """What keeps ``m`` from being applied, and how to fix it; None when it is usable."""
-    from geoseg.checkpoint import normalisation_problem
+    from geoseg.checkpoint import extra_outputs_problem, normalisation_problem
 
     problem = normalisation_problem(
         m.bands, m.mean, m.std, fix="give one finite mean and one std > 0 per band"
     )
+    if problem is None:
+        problem = extra_outputs_problem(m.extra_outputs, fix="name each with a lower-case word")
     if problem is not None:
         return problem
     if len(m.schema) < 2:

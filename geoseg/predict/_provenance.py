@@ -3,7 +3,10 @@
 :func:`work_key` identifies a scene's run (options, model hash, input files) so that a
 work folder of another configuration is never resumed. :func:`finish` streams the finished
 blocks into Cloud-Optimized GeoTIFFs tagged ``GEOSEG_*`` (version, model hash and name,
-bands, scene, options, schema: :func:`geoseg.raster.tags.provenance_tags`), writes the
+bands, scene, options, schema: :func:`geoseg.raster.tags.provenance_tags`): the classes,
+the probabilities when asked, and one raster per extra output of the model
+(``{scene}_contact.tif``: uint8 ``round(255 * p)``, 0 and masked where the input is
+nodata, as the probabilities), writes the
 JSON sidecar (inputs, outputs, model, options, device, grid, tiles, blocks, timings,
 warnings) and renames the class raster into place last: its existence marks a finished
 scene.
@@ -29,10 +32,10 @@ from geoseg._io import atomic_path
 from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._resume import WORK_VERSION, SceneRun
 from geoseg.predict._seams import SeamScore
-from geoseg.predict._types import PredictOptions, PredictReport
+from geoseg.predict._types import PredictOptions, PredictReport, extra_output_path
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.tags import provenance_tags
-from geoseg.raster.writers import write_classes, write_probabilities
+from geoseg.raster.writers import write_classes, write_probabilities, write_probability_band
 from geoseg.schema import IGNORE
 
 __all__ = ["finish", "resolved_json", "work_key"]
@@ -159,6 +162,8 @@ def finish(
             creation_options=options.creation_options,
         )
     t_probs = time.perf_counter() - t0
+    extras = _write_extras(run, meta, options, tags, overwrite=replace)
+    t_extras = time.perf_counter() - t0 - t_probs
     mpx = run.geobox.width * run.geobox.height / 1e6
     side: dict[str, Any] = {
         "geoseg_version": __version__,
@@ -172,6 +177,7 @@ def finish(
             "classes": paths["classes"].name,
             "class_names": paths["classes"].name + ".aux.xml",
             "probabilities": probs_path.name if probs_path else None,
+            **{name: p.name for name, p in extras.items()},
         },
         "model": {
             "sha256": meta.sha256,
@@ -181,6 +187,7 @@ def finish(
             "tile_size": meta.tile_size,
             "gsd": meta.gsd,
             "scene_pixels_per_model_pixel": run.scale,
+            "extra_outputs": list(meta.extra_outputs),
         },
         "schema": meta.schema.to_dict(),
         "options": opts,
@@ -218,6 +225,8 @@ def finish(
         "warnings": run.warnings,
     }
     side["timings"]["write_probs_s"] = round(t_probs, 3)
+    if extras:
+        side["timings"]["write_extra_s"] = round(t_extras, 3)
     score = SeamScore(run.plan)
 
     def blocks() -> Iterator[tuple[Window, npt.NDArray[np.uint8]]]:
@@ -258,4 +267,29 @@ def finish(
         seconds=seconds,
         megapixels=mpx,
         warnings=tuple(run.warnings),
+        extras=extras,
     )
+
+
+def _write_extras(
+    run: SceneRun,
+    meta: ModelMeta,
+    options: PredictOptions,
+    tags: dict[str, str],
+    *,
+    overwrite: bool,
+) -> dict[str, Path]:
+    """Write one probability COG per extra output of the model (``{scene}_{name}.tif``)."""
+    out: dict[str, Path] = {}
+    outdir = run.paths["classes"].parent
+    for k, name in enumerate(meta.extra_outputs):
+        out[name] = write_probability_band(
+            extra_output_path(outdir, run.spec.id, name),
+            ((w, extra[k], valid) for w, extra, valid in run.extra_blocks()),
+            geobox=run.geobox,
+            name=name,
+            tags=tags,
+            overwrite=overwrite,
+            creation_options=options.creation_options,
+        )
+    return out

@@ -7,7 +7,8 @@ a few threads. Entries are folders of ``.npy`` files renamed into place, so a ki
 never leaves a partial entry: finished blocks are not recomputed and the result is
 byte-identical. Names: ``b_R_C`` a block's core (written last: it marks the block done),
 ``s_R_C`` its own seam sums, ``p_R_C_r_c`` the piece block ``(r, c)`` owes to it, and
-``f_R_C`` its completed seams.
+``f_R_C`` its completed seams. A core or completed seam holds ``classes``, ``probs`` (when
+asked) and ``extra`` (the uint8 probabilities of a model's extra outputs, when it has any).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import numpy.typing as npt
 from rasterio.windows import Window
 
 from geoseg._io import atomic_path
-from geoseg.blend import decode, seam_sums
+from geoseg.blend import decode, decode_extra, seam_sums
 from geoseg.blocks import BlockPlan, Rect
 from geoseg.grid import GeoBox
 from geoseg.predict._block import BlockResult
 from geoseg.raster import SceneSpec
+from geoseg.schema import IGNORE
 
 __all__ = ["WORK_VERSION", "SceneRun"]
 
@@ -59,7 +61,9 @@ def _save_arrays(path: Path, **arrays: npt.NDArray[Any]) -> None:
     os.replace(tmp, path)
 
 
-def _load_arrays(path: Path, *, skip: str | None = None) -> dict[str, npt.NDArray[Any]]:
+def _load_arrays(
+    path: Path, *, skip: str | tuple[str, ...] | None = None
+) -> dict[str, npt.NDArray[Any]]:
     """The arrays saved by :func:`_save_arrays`, but those whose name starts with ``skip``."""
     return {
         p.stem: np.load(p, allow_pickle=False)
@@ -92,6 +96,7 @@ class SceneRun:
         paths: dict[str, Path],
         probabilities: bool,
         warnings: list[str],
+        extra: int = 0,
     ) -> None:
         self.index = index
         self.spec = spec
@@ -102,6 +107,7 @@ class SceneRun:
         self.paths = paths
         self.work = paths["work"]
         self.probabilities = probabilities
+        self.extra = extra  # the model's extra outputs (channels after the classes)
         self.warnings = warnings
         self.done: set[tuple[int, int]] = set()
         self.sealed: set[tuple[int, int]] = set()
@@ -238,6 +244,8 @@ class SceneRun:
         core: dict[str, npt.NDArray[Any]] = {"classes": res.classes}
         if res.probs is not None:
             core["probs"] = res.probs
+        if res.extra is not None:
+            core["extra"] = res.extra
         _save_arrays(self.work / _bname("b", b), **core)  # last: its existence marks the block done
 
     def _claim_seals(self, blocks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -280,10 +288,13 @@ class SceneRun:
                 pieces.append((Rect(*(int(v) for v in p["rect"])), p["sums"]))
         done: list[tuple[Rect, dict[str, npt.NDArray[Any]]]] = []
         for (rect, sums), valid in zip(seam_sums(self.plan, d, pieces), valids, strict=True):
-            cls, probs = decode(sums, valid, probabilities=self.probabilities)
-            done.append(
-                (rect, {"classes": cls} if probs is None else {"classes": cls, "probs": probs})
-            )
+            cls, probs = decode(sums, valid, probabilities=self.probabilities, extra=self.extra)
+            arrays = {"classes": cls}
+            if probs is not None:
+                arrays["probs"] = probs
+            if self.extra:
+                arrays["extra"] = decode_extra(sums, valid, extra=self.extra)
+            done.append((rect, arrays))
         _save_arrays(self.work / _bname("f", d), **_numbered(done))
         self._drop_pieces(d)
 
@@ -296,7 +307,7 @@ class SceneRun:
         self, *, probs: bool = True
     ) -> Iterator[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]]:
         """Finished blocks with their seams applied, row-major (``probs``: with probabilities)."""
-        skip = None if probs else "probs"
+        skip = ("extra",) if probs else ("extra", "probs")
         for b, rect in self.plan.iter_rects():
             core = _load_arrays(self.work / _bname("b", b), skip=skip)
             classes = core["classes"]
@@ -309,6 +320,25 @@ class SceneRun:
                     if block_probs is not None:
                         block_probs[(slice(None), *sl)] = seam_probs
             yield Window(rect.col, rect.row, rect.width, rect.height), classes, block_probs
+
+    def extra_blocks(
+        self,
+    ) -> Iterator[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.bool_]]]:
+        """Finished blocks' extra outputs (E, h, w) with their seams applied, row-major.
+
+        With each, its validity: where the class map has a class (as for probabilities).
+        """
+        for b, rect in self.plan.iter_rects():
+            core = _load_arrays(self.work / _bname("b", b), skip="probs")
+            classes, extra = core["classes"], core["extra"]
+            if self.plan.seam_rects(b):
+                seam = _load_arrays(self.work / _bname("f", b), skip="probs")
+                for srect, (seam_classes, seam_extra) in _entries(seam, "classes", "extra"):
+                    sl = srect.slices(rect)
+                    classes[sl] = seam_classes
+                    extra[(slice(None), *sl)] = seam_extra
+            window = Window(rect.col, rect.row, rect.width, rect.height)
+            yield window, extra, classes != IGNORE
 
 
 def _rect_tuple(r: Rect) -> tuple[int, int, int, int]:

@@ -15,8 +15,9 @@ per runner (:func:`get_runner`: one per model and settings in a process, built o
    addition: the result is bit-identical for any batch, block size, worker count or resume.
 3. :meth:`Runner.finish_block` decodes the block's core on the device (argmax, and uint8
    probabilities when asked) and brings back only what is written: uint8 classes (and
-   probabilities), and the int32 sums of its seams and of the pieces it owes to its
-   neighbours.
+   probabilities, and the uint8 probabilities of a model's extra outputs, such as building
+   contact), and the int32 sums of its seams and of the pieces it owes to its neighbours.
+   Extra outputs are blended as channels after the classes, out of the class argmax.
 
 On CUDA: bf16 autocast, ``channels_last``, ``cudnn.benchmark`` (the batch shape is fixed),
 optional ``torch.compile`` (the first batch is timed as the warm-up and a failed compile
@@ -41,7 +42,15 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg._torch import cpu_threads
-from geoseg.blend import Accumulator, BlendKind, Edges, decode, quantize_weights, weight_window
+from geoseg.blend import (
+    Accumulator,
+    BlendKind,
+    Edges,
+    decode,
+    decode_extra,
+    quantize_weights,
+    weight_window,
+)
 from geoseg.blocks import Rect
 from geoseg.options import TTA
 from geoseg.predict._device import (
@@ -104,6 +113,7 @@ class BlockOutput:
             every batch): on the CPU that is the per-pixel work; on CUDA, launching it.
         warmup_s: Seconds of the runner's first (compiling) batch; 0 without ``compile``.
         warnings: What the runner warned about (``--compile`` falling back).
+        extra: (E, h, w) uint8 probabilities of the model's extra outputs, or None.
     """
 
     classes: npt.NDArray[np.uint8]
@@ -116,6 +126,7 @@ class BlockOutput:
     device_s: float
     warmup_s: float = 0.0
     warnings: tuple[str, ...] = ()
+    extra: npt.NDArray[np.uint8] | None = None
 
 
 @dataclass(eq=False)
@@ -179,6 +190,8 @@ class Runner:
         self._warm = not compile or self._forward is module
         self.compile_s = 0.0
         self.num_classes = model.schema.num_classes
+        self.extra = len(model.extra_outputs)  # channels after the classes
+        self.channels = self.num_classes + self.extra
         self.mean = torch.tensor(model.mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(model.std, dtype=torch.float32, device=self.device)
         self.batch_size = batch_size
@@ -440,10 +453,14 @@ class Runner:
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         if self._warm:
-            return model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+            return model_probs(
+                self._forward, x, tta=self.tta, num_classes=self.num_classes, extra=self.extra
+            )
         t0 = time.perf_counter()
         try:
-            out = model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+            out = model_probs(
+                self._forward, x, tta=self.tta, num_classes=self.num_classes, extra=self.extra
+            )
             if self.cuda:
                 import torch
 
@@ -455,7 +472,9 @@ class Runner:
                 raise  # not the compiler's fault: the batch does not fit
             self._warn(f"--compile: torch.compile failed ({exc}); running the model eagerly")
             self._forward = self.module
-            out = model_probs(self._forward, x, tta=self.tta, num_classes=self.num_classes)
+            out = model_probs(
+                self._forward, x, tta=self.tta, num_classes=self.num_classes, extra=self.extra
+            )
         self.compile_s = time.perf_counter() - t0
         self._warm = True
         return out
@@ -476,7 +495,7 @@ class Runner:
         if acc is None:
             if block.error is not None:
                 return
-            acc = block.acc = Accumulator(block.rect, self.num_classes, device=self.device)
+            acc = block.acc = Accumulator(block.rect, self.channels, device=self.device)
         acc.add(q, self._weight(item.weights[i]), tile)
 
     def _weight(self, key: WeightKey) -> torch.Tensor:
@@ -501,12 +520,15 @@ class Runner:
 
         def deliver(arrays: list[npt.NDArray[Any]]) -> None:
             has_probs = fin.probabilities
-            rest = arrays[2:] if has_probs else arrays[1:]
+            rest = arrays[1:]
+            probs = rest.pop(0) if has_probs else None
+            extra = rest.pop(0) if self.extra else None
             _set_result(
                 fin.future,
                 BlockOutput(
                     classes=arrays[0],
-                    probs=arrays[1] if has_probs else None,
+                    probs=probs,
+                    extra=extra,
                     seams=rest[:ns],
                     pieces=rest[ns:],
                     device=device,
@@ -519,16 +541,14 @@ class Runner:
             )
 
         try:
-            acc = block.acc or Accumulator(block.rect, self.num_classes, device=self.device)
+            acc = block.acc or Accumulator(block.rect, self.channels, device=self.device)
             block.acc = None  # its memory goes back once the copies below have read it
             (valid,) = self.transfers.to_device([fin.valid])
-            classes, probs = decode(
-                acc.sums[(slice(None), *fin.core.slices(acc.rect))],
-                valid,
-                probabilities=fin.probabilities,
-            )
+            core = acc.sums[(slice(None), *fin.core.slices(acc.rect))]
+            classes, probs = decode(core, valid, probabilities=fin.probabilities, extra=self.extra)
+            extra = [decode_extra(core, valid, extra=self.extra)] if self.extra else []
             sums = [acc.take(r) for r in (*fin.seams, *fin.pieces)]
-            tensors = [classes, *([] if probs is None else [probs]), *sums]
+            tensors = [classes, *([] if probs is None else [probs]), *extra, *sums]
             block.device_s += time.thread_time() - t0
             self.transfers.to_host(tensors, deliver, lambda e: _set_exception(fin.future, e))
         except Exception as exc:  # not swallowed: handed to the block's task, which raises it

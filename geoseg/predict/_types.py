@@ -7,12 +7,12 @@ Plain values, no work: :class:`PredictOptions` (declared in :mod:`geoseg.options
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.options import PredictOptions
 
-__all__ = ["PredictOptions", "PredictReport", "output_paths"]
+__all__ = ["PredictOptions", "PredictReport", "extra_output_path", "output_paths"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class PredictReport:
         seconds: Wall time for the scene (from the start of the run to its outputs).
         megapixels: Scene size in megapixels.
         warnings: Warnings raised for the scene (e.g. a GSD mismatch).
+        extras: The raster of each of the model's extra outputs, by name
+            (``{"contact": OUTDIR/{scene}_contact.tif}`` for a model with a contact output).
     """
 
     scene: str
@@ -46,14 +48,29 @@ class PredictReport:
     seconds: float
     megapixels: float
     warnings: tuple[str, ...] = ()
+    extras: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def contact(self) -> Path | None:
+        """The building-contact probability raster, when the model has that output."""
+        return self.extras.get("contact")
+
+
+def extra_output_path(outdir: str | os.PathLike[str], scene_id: str, name: str) -> Path:
+    """The raster of a model's extra output ``name``: ``OUTDIR/{scene}_{name}.tif``."""
+    return Path(outdir) / f"{scene_id}_{name}.tif"
 
 
 def output_paths(outdir: str | os.PathLike[str], scene_id: str) -> dict[str, Path]:
-    """The files :func:`predict_scenes` writes for a scene: classes, probs, sidecar, work."""
+    """The files :func:`predict_scenes` writes for a scene: classes, probs, sidecar, work.
+
+    And ``contact``: the building-contact probabilities of a model with that output.
+    """
     d = Path(outdir)
     return {
         "classes": d / f"{scene_id}_classes.tif",
         "probs": d / f"{scene_id}_probs.tif",
+        "contact": extra_output_path(d, scene_id, "contact"),
         "sidecar": d / f"{scene_id}.json",
         "work": d / f".{scene_id}.partial",
     }

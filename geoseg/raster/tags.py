@@ -6,8 +6,9 @@ geoseg stores what a raster is in its GDAL metadata (GeoTIFF tags):
   ``GEOSEG_MODEL``, ``GEOSEG_BANDS`` (comma-separated), ``GEOSEG_SCENE``, ``GEOSEG_OPTIONS``
   (JSON, sorted keys) and ``GEOSEG_SCHEMA`` (``ClassSchema.to_dict()`` as JSON);
 * training chips (:class:`ChipTags`): ``GEOSEG_SCENE``, ``GEOSEG_WINDOW``, ``GEOSEG_BANDS``
-  (a JSON list), ``GEOSEG_VALID``, ``GEOSEG_HISTOGRAM`` and ``GEOSEG_IGNORED``, so that a
-  store's index can be rebuilt from its chips alone.
+  (a JSON list), ``GEOSEG_VALID``, ``GEOSEG_HISTOGRAM``, ``GEOSEG_IGNORED`` and, for a chip
+  with a contact target, ``GEOSEG_CONTACT``, so that a store's index can be rebuilt from its
+  chips alone.
 
 :func:`schema_from_tags` is the one reader of ``GEOSEG_SCHEMA``: vectorize and the land-cover
 summary both use it, so a bad tag fails the same way in each.
@@ -27,6 +28,7 @@ from geoseg.schema import ClassSchema, load_schema
 
 __all__ = [
     "BANDS_TAG",
+    "CONTACT_TAG",
     "HISTOGRAM_TAG",
     "IGNORED_TAG",
     "MODEL_SHA256_TAG",
@@ -65,6 +67,8 @@ HISTOGRAM_TAG = "GEOSEG_HISTOGRAM"
 """A chip's pixels per class, a JSON list (empty without labels)."""
 IGNORED_TAG = "GEOSEG_IGNORED"
 """A chip's labelled pixels that are not a class."""
+CONTACT_TAG = "GEOSEG_CONTACT"
+"""A chip's contact pixels (value 1 of its ``contact`` band), when it has that band."""
 
 _SCHEMA_FIX = (
     "re-run `geoseg predict` to rewrite the file, or remove the tag and pass --schema "
@@ -118,6 +122,7 @@ class ChipTags:
         valid_fraction: Fraction of valid pixels (stored with 6 decimals).
         histogram: Pixels per class (empty without labels).
         ignored: Labelled pixels that are not a class.
+        contact: Contact pixels of its ``contact`` band; None without that band.
     """
 
     scene: str
@@ -126,10 +131,11 @@ class ChipTags:
     valid_fraction: float
     histogram: tuple[int, ...]
     ignored: int
+    contact: int | None = None
 
     def to_tags(self) -> dict[str, str]:
         """Tag name to value (for :func:`write_tags`)."""
-        return {
+        tags = {
             SCENE_TAG: self.scene,
             WINDOW_TAG: json.dumps(list(self.window)),
             BANDS_TAG: json.dumps(list(self.bands)),
@@ -137,10 +143,13 @@ class ChipTags:
             HISTOGRAM_TAG: json.dumps(list(self.histogram)),
             IGNORED_TAG: str(self.ignored),
         }
+        if self.contact is not None:
+            tags[CONTACT_TAG] = str(self.contact)
+        return tags
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> ChipTags:
-        """Inverse of :meth:`to_tags`; ``GEOSEG_BANDS`` and ``GEOSEG_IGNORED`` may be absent.
+        """Inverse of :meth:`to_tags`; the bands, ignored and contact tags may be absent.
 
         Raises:
             KeyError: ``GEOSEG_SCENE``, ``GEOSEG_WINDOW``, ``GEOSEG_VALID`` or
@@ -154,6 +163,7 @@ class ChipTags:
             valid_fraction=float(tags[VALID_TAG]),
             histogram=tuple(json.loads(tags[HISTOGRAM_TAG])),
             ignored=int(tags.get(IGNORED_TAG, 0)),
+            contact=int(tags[CONTACT_TAG]) if tags.get(CONTACT_TAG) else None,
         )
 
 

@@ -22,7 +22,9 @@ Class rasters (``uint8``, nodata 255) carry:
 
 Probability rasters hold one ``uint8`` band per class (``round(255 * p)``), named by the
 band descriptions; invalid pixels are 0 and masked out by an internal per-dataset mask
-(255 is a valid probability, so it cannot serve as nodata). Their overviews average.
+(255 is a valid probability, so it cannot serve as nodata). Their overviews average. A
+model's extra output (building contact) is written the same way, one band named by it
+(:func:`write_probability_band`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "class_pam_xml",
     "write_classes",
     "write_probabilities",
+    "write_probability_band",
 ]
 
 # Log lines name the package, the public face (as geoseg.train, geoseg.vectorize do).
@@ -209,6 +212,57 @@ def write_probabilities(
         fill,
         geobox=geobox,
         count=schema.num_classes,
+        nodata=None,
+        tags=tags,
+        class_map=False,
+        overwrite=overwrite,
+        creation_options=creation_options,
+        pam=None,
+    )
+    return final
+
+
+def write_probability_band(
+    path: str | os.PathLike[str],
+    blocks: Iterable[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
+    *,
+    geobox: GeoBox,
+    name: str,
+    tags: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    creation_options: Sequence[tuple[str, str]] = (),
+) -> Path:
+    """Write a one-band probability COG (uint8, 0..255), as :func:`write_probabilities` does.
+
+    Args:
+        path: Output ``.tif``.
+        blocks: ``(window, probs, valid)``: probs (h, w) or (1, h, w) uint8, valid (h, w).
+        geobox: The output grid.
+        name: The band description (e.g. ``contact``).
+        tags: Dataset metadata.
+        overwrite: Replace an existing output.
+        creation_options: Extra COG creation options ``(KEY, VALUE)``.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputExistsError: The output exists and ``overwrite`` is false.
+    """
+    final = check_output(path, overwrite=overwrite)
+
+    def fill(ds: rasterio.io.DatasetWriter) -> None:
+        ds.set_band_description(1, name)
+        ds.colorinterp = [ColorInterp.gray]
+        for window, probs, valid in blocks:
+            ds.write(probs.reshape(1, *probs.shape[-2:]), window=window)
+            ds.write_mask(np.where(valid, np.uint8(255), np.uint8(0)), window=window)
+
+    _write_cog(
+        final,
+        fill,
+        geobox=geobox,
+        count=1,
         nodata=None,
         tags=tags,
         class_map=False,

@@ -35,18 +35,22 @@ from geoseg.options import TileOptions
 from geoseg.raster.scene import Scene, SceneSpec
 from geoseg.raster.tags import ChipTags, write_tags
 from geoseg.schema import IGNORE, ClassSchema
-
-if TYPE_CHECKING:
-    pass
+from geoseg.tiles._footprints import SceneFootprints, read_footprints, scene_footprints
 from geoseg.tiles._store import (
+    CONTACT_BAND,
     LABEL_BAND,
     ChipRecord,
+    chip_has_contact,
     chip_name,
     read_meta,
     record_from_chip,
+    store_contact,
     store_meta,
     write_index,
 )
+
+if TYPE_CHECKING:
+    from geoseg.grid import GeoBox
 
 __all__ = ["TileReport", "tile_scenes"]
 
@@ -67,6 +71,9 @@ class TileReport:
     chips: int
     unknown_label_pixels: int
     seconds: float
+    contact_missing: int = 0
+    """Chips of the index without a contact target in a run with footprints (chips of
+    scenes not in this run, of a store cut without footprints)."""
 
 
 def tile_scenes(
@@ -90,7 +97,10 @@ def tile_scenes(
         scenes: The scenes to tile.
         out: Store folder. An existing store made with the same options is resumed
             (complete chips are skipped); one made with other options needs ``overwrite``.
-        options: Chip size, overlap, minimum valid fraction, bands.
+        options: Chip size, overlap, minimum valid fraction, bands; with
+            ``options.footprints``, a ``contact`` target band in every chip (a store cut
+            without one gains it: its chips are cut again, and its options file says so
+            once every chip has it).
         workers: Threads writing chips.
         overwrite: Replace an existing store.
         progress: Called as ``progress(done, total)`` after each chip.
@@ -100,6 +110,8 @@ def tile_scenes(
         OutputExistsError: ``out`` exists with other options (or is not a store) and
             ``overwrite`` is false.
         BandMismatchError: Scenes lack the requested bands or differ in bands.
+        InputError: Unusable footprints (missing, unreadable, without a CRS or a polygon),
+            or a scene without a CRS with footprints.
         ConfigError: A chip of ``options.size`` would not fit in memory.
         NoValidDataError: No scene gave a valid chip (all nodata, an all-NaN DSM, or every
             chip below ``options.min_valid``). Scenes without a valid chip among others
@@ -110,11 +122,17 @@ def tile_scenes(
     t0 = time.perf_counter()
     root = check_output_path(out, kind="dir")
     # Open every scene once up front: errors in any input surface before anything is written.
-    bands, schema, labels, shapes, crs = _check_scenes(scenes, options)
-    _check_chip_memory(scenes, shapes, len(bands) + labels, options, workers)
+    bands, schema, labels, geoboxes, crs = _check_scenes(scenes, options)
+    shapes = [g.shape for g in geoboxes]
+    contacts = _scene_contacts(scenes, geoboxes, options)
+    nbands = len(bands) + labels + (contacts is not None)
+    _check_chip_memory(scenes, shapes, nbands, options, workers)
     meta = store_meta(options, bands, schema, labels)
+    if contacts is not None:
+        meta["contact"]["layer"] = contacts[0].layer  # the layer read
     meta_path = root / "tiles.json"
     aside: Path | None = None
+    upgrade = False  # an existing store without a contact target gains one
     if root.exists():
         existing = read_meta(meta_path)
         if existing is not None:
@@ -128,13 +146,8 @@ def tile_scenes(
                 f"{root}: exists and is not a geoseg tile store; pass --overwrite or choose "
                 "another output folder"
             )
-        elif {k: v for k, v in existing.items() if k != "geoseg_version"} != {
-            k: v for k, v in meta.items() if k != "geoseg_version"
-        }:
-            raise OutputExistsError(
-                f"{root}: a tile store made with other options exists; pass --overwrite to "
-                "replace it or choose another output folder"
-            )
+        else:
+            upgrade = _check_same_options(root, existing, meta)
     made = [] if aside is not None or root.exists() else [root, *make_parents(root)]
     root.mkdir(exist_ok=True)
     made_meta = False
@@ -144,13 +157,88 @@ def tile_scenes(
             with atomic_path(meta_path) as tmp:
                 tmp.write_text(json.dumps(meta, indent=2))
             made_meta = True
-        report = _tile(scenes, shapes, root, bands, schema, crs, options, workers, progress)
+        report = _tile(
+            scenes, shapes, root, bands, schema, crs, options, workers, progress, contacts
+        )
+        if upgrade and report.contact_missing == 0:
+            # every chip has its contact target now: the options file says so
+            with atomic_path(meta_path, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(meta, indent=2))
+        elif upgrade:
+            logger.warning(
+                "%s: %d chip(s) of scenes not tiled in this run have no contact target; the "
+                "store gets one once they are tiled with --footprints too",
+                root,
+                report.contact_missing,
+            )
     except BaseException:
         _undo(root, made, made_meta, aside)
         raise
     if aside is not None:
         _discard(aside)
     return replace(report, seconds=time.perf_counter() - t0)
+
+
+def _check_same_options(root: Path, existing: dict, meta: dict) -> bool:
+    """Check that a store may be resumed with ``meta``; whether it gains a contact target.
+
+    The contact target's footprint file is not an option of the chips (another file for new
+    scenes is fine); its width is.
+
+    Raises:
+        OutputExistsError: The store was made with other options.
+    """
+
+    def chip_options(m: dict) -> dict:
+        out = {k: v for k, v in m.items() if k not in ("geoseg_version", "contact")}
+        if store_contact(m):
+            out["contact_width_m"] = m["contact"].get("width_m")
+        return out
+
+    had, has = store_contact(existing), store_contact(meta)
+    if had and not has:
+        raise OutputExistsError(
+            f"{root}: the tile store has a contact target (made with --footprints); pass "
+            "--footprints again to resume it, or --overwrite to replace it"
+        )
+    mine = chip_options(meta)
+    theirs = chip_options(existing)
+    if not had and has:
+        mine.pop("contact_width_m")  # a store without a contact target gains one
+    if mine != theirs:
+        raise OutputExistsError(
+            f"{root}: a tile store made with other options exists; pass --overwrite to "
+            "replace it or choose another output folder"
+        )
+    return has and not had
+
+
+def _scene_contacts(
+    scenes: Sequence[SceneSpec], geoboxes: Sequence[GeoBox], options: TileOptions
+) -> list[SceneFootprints] | None:
+    """The footprints of each scene (None without ``options.footprints``), checked up front.
+
+    Raises:
+        InputError: Unusable footprints, or a scene without a CRS.
+    """
+    if options.footprints is None:
+        return None
+    fp = read_footprints(options.footprints, layer=options.footprints_layer)
+    out = []
+    for spec, gb in zip(scenes, geoboxes, strict=True):
+        if gb.crs is None:
+            raise InputError(
+                f"{spec.image}: scene {spec.id!r} has no CRS, so the footprints of "
+                f"{fp.path} cannot be placed on it; georeference it or leave out --footprints"
+            )
+        out.append(scene_footprints(fp, gb, width_m=options.contact_width))
+    if not any(len(c.buffered) for c in out):
+        logger.warning(
+            "%s: no footprint lies in any scene (check its CRS and extent); every contact "
+            "target will be 0",
+            fp.path,
+        )
+    return out
 
 
 def _tile(
@@ -163,11 +251,12 @@ def _tile(
     options: TileOptions,
     workers: int,
     progress: Callable[[int, int], None] | None,
+    contacts: Sequence[SceneFootprints] | None = None,
 ) -> TileReport:
     """Write the chips of every scene, then the index (the store's folder and options exist)."""
     jobs = [
-        (spec, w)
-        for spec, shape in zip(scenes, shapes, strict=True)
+        (i, spec, w)
+        for i, (spec, shape) in enumerate(zip(scenes, shapes, strict=True))
         for w in tile_windows(shape, size=options.size, overlap=options.chip_overlap)
     ]
     local = threading.local()
@@ -187,9 +276,12 @@ def _tile(
                 opened.append(cache[spec.id])
         return cache[spec.id]
 
-    def work(job: tuple[SceneSpec, Window]) -> None:
-        spec, window = job
-        status, unknown, record, valid = _write_chip(scene_for(spec), window, root, bands, options)
+    def work(job: tuple[int, SceneSpec, Window]) -> None:
+        i, spec, window = job
+        contact = None if contacts is None else contacts[i]
+        status, unknown, record, valid = _write_chip(
+            scene_for(spec), window, root, bands, options, contact
+        )
         with lock:
             if record is not None:
                 written[record.path] = record
@@ -249,6 +341,7 @@ def _tile(
         chips=len(records),
         unknown_label_pixels=counts["unknown"],
         seconds=0.0,
+        contact_missing=sum(r.contact < 0 for r in records) if contacts is not None else 0,
     )
 
 
@@ -352,17 +445,17 @@ def _why_empty(
 
 def _check_scenes(
     scenes: Sequence[SceneSpec], options: TileOptions
-) -> tuple[tuple[str, ...], ClassSchema, bool, list[tuple[int, int]], str | None]:
+) -> tuple[tuple[str, ...], ClassSchema, bool, list[GeoBox], str | None]:
     if not scenes:
         raise InputError("no scene to tile")
     bands: tuple[str, ...] | None = options.bands
     schema: ClassSchema | None = None
     labels: set[bool] = set()
-    shapes: list[tuple[int, int]] = []
+    geoboxes: list[GeoBox] = []
     crs: str | None = None
     for spec in scenes:
         with spec.open() as sc:
-            shapes.append(sc.geobox.shape)
+            geoboxes.append(sc.geobox)
             if crs is None and sc.geobox.crs is not None:
                 crs = sc.geobox.crs.to_string()
             if bands is None:
@@ -379,18 +472,28 @@ def _check_scenes(
             "into separate stores"
         )
     assert bands is not None and schema is not None
-    if LABEL_BAND in bands:
-        raise BandMismatchError(f"band name {LABEL_BAND!r} is reserved for the label band")
-    return bands, schema, labels.pop(), shapes, crs
+    for reserved, what in ((LABEL_BAND, "label band"), (CONTACT_BAND, "contact target")):
+        if reserved in bands:
+            raise BandMismatchError(f"band name {reserved!r} is reserved for the {what}")
+    return bands, schema, labels.pop(), geoboxes, crs
 
 
 def _write_chip(
-    scene: Scene, window: Window, root: Path, bands: Sequence[str], options: TileOptions
+    scene: Scene,
+    window: Window,
+    root: Path,
+    bands: Sequence[str],
+    options: TileOptions,
+    contact: SceneFootprints | None = None,
 ) -> tuple[str, int, ChipRecord | None, float]:
-    """Write one chip; (status, unknown label pixels, its record, its valid fraction)."""
+    """Write one chip; (status, unknown label pixels, its record, its valid fraction).
+
+    With ``contact`` a chip is complete only with its contact band (a chip cut without one
+    is cut again).
+    """
     name = chip_name(scene.id, window)
     final = root / name
-    if final.exists():
+    if final.exists() and (contact is None or chip_has_contact(final)):
         return "existing", 0, None, 1.0
     block = scene.read(window, bands=bands)
     # as stored in the chip's tags, so a record is the same whether kept or read back
@@ -409,9 +512,19 @@ def _write_chip(
         arrays.append(lab[None].astype(np.float32))
     else:
         histogram, ignored = [], 0
-    data = np.concatenate(arrays, axis=0)
-    names = list(bands) + ([LABEL_BAND] if scene.has_labels else [])
     tf = scene.geobox.window_transform(window)
+    contact_px: int | None = None
+    if contact is not None:
+        target = contact.contact(tf, (int(window.height), int(window.width)))
+        target[~block.valid] = IGNORE
+        contact_px = int(np.count_nonzero(target == 1))
+        arrays.append(target[None].astype(np.float32))
+    data = np.concatenate(arrays, axis=0)
+    names = (
+        list(bands)
+        + ([LABEL_BAND] if scene.has_labels else [])
+        + ([CONTACT_BAND] if contact is not None else [])
+    )
     profile = {
         "driver": "GTiff",
         "width": int(window.width),
@@ -427,7 +540,7 @@ def _write_chip(
     if options.compress != "none":
         profile.update(compress=options.compress, predictor=3)
     with (
-        atomic_path(final) as tmp,
+        atomic_path(final, overwrite=contact is not None) as tmp,  # a chip without contact
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
         rasterio.open(tmp, "w", **profile) as dst,
     ):
@@ -447,6 +560,7 @@ def _write_chip(
             valid_fraction=valid_fraction,
             histogram=tuple(histogram),
             ignored=ignored,
+            contact=contact_px,
         )
         write_tags(dst, chip.to_tags())
     record = ChipRecord(
@@ -461,5 +575,6 @@ def _write_chip(
         ignored=ignored,
         footprint=scene.geobox.window(window).bounds,
         crs=scene.geobox.crs.to_string() if scene.geobox.crs else "",
+        contact=-1 if contact_px is None else contact_px,
     )
     return "written", unknown, record, valid_fraction

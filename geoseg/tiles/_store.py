@@ -31,15 +31,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHIP_COMPRESSION",
+    "CONTACT_BAND",
     "LABEL_BAND",
     "STORE_VERSION",
     "ChipRecord",
+    "ChipTargets",
+    "chip_has_contact",
     "chip_name",
     "read_chip",
     "read_chip_masked",
+    "read_chip_targets",
     "read_meta",
     "read_store",
     "record_from_chip",
+    "store_contact",
     "store_meta",
     "write_index",
 ]
@@ -51,6 +56,8 @@ logger = logging.getLogger("geoseg.tiles")
 
 STORE_VERSION = 1
 LABEL_BAND = "label"
+CONTACT_BAND = "contact"
+"""The chip band of the contact target (after ``label``): 0/1, 255 where the scene is nodata."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,19 @@ class ChipRecord:
     ignored: int
     footprint: tuple[float, float, float, float]
     crs: str
+    contact: int = -1
+    """Contact pixels of the chip's ``contact`` band; -1 when it has none."""
 
 
 def store_meta(opts: TileOptions, bands: Sequence[str], schema: ClassSchema, labels: bool) -> dict:
+    """The options file (``tiles.json``) of a store cut with ``opts``.
+
+    A store with a contact target records ``"contact": {"width_m": ..., "footprints": ...,
+    "layer": ...}`` (:func:`store_contact`); a store without one has no ``contact`` key.
+    """
     from geoseg import __version__
 
-    return {
+    meta = {
         "format": "geoseg-tiles",
         "version": STORE_VERSION,
         "size": opts.size,
@@ -85,6 +99,18 @@ def store_meta(opts: TileOptions, bands: Sequence[str], schema: ClassSchema, lab
         "schema": schema.to_dict(),
         "geoseg_version": __version__,
     }
+    if opts.footprints is not None:
+        meta["contact"] = {
+            "width_m": opts.contact_width,
+            "footprints": str(Path(opts.footprints).resolve()),
+            "layer": opts.footprints_layer,
+        }
+    return meta
+
+
+def store_contact(meta: dict) -> bool:
+    """Whether a store's options (``tiles.json``) say that its chips have a contact target."""
+    return isinstance(meta.get("contact"), dict)
 
 
 def chip_name(scene: str, window: Window) -> str:
@@ -116,7 +142,14 @@ def record_from_chip(root: Path, path: str) -> ChipRecord:
             ignored=chip.ignored,
             footprint=tuple(ds.bounds),
             crs=ds.crs.to_string() if ds.crs else "",
+            contact=-1 if chip.contact is None else chip.contact,
         )
+
+
+def chip_has_contact(path: str | os.PathLike[str]) -> bool:
+    """Whether a chip file has a ``contact`` band (its band descriptions; header only)."""
+    with rasterio.open(path) as ds:
+        return CONTACT_BAND in ds.descriptions
 
 
 def write_index(
@@ -184,18 +217,56 @@ def read_store(root: str | os.PathLike[str]) -> tuple[dict, gpd.GeoDataFrame]:
     return meta, gpd.read_file(root / "index.gpkg", layer="chips", engine="pyogrio")
 
 
-def read_chip_masked(
-    path: str | os.PathLike[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
-    """Read a chip: image bands (float32), validity, labels (uint8, 255 = ignore) or None, names."""
+@dataclass(frozen=True)
+class ChipTargets:
+    """A chip as read: image bands, validity and its targets.
+
+    Attributes:
+        image: float32 ``(C, h, w)`` image bands.
+        valid: bool ``(h, w)``: the chip's dataset mask.
+        labels: uint8 ``(h, w)`` classes, 255 = ignore (and wherever invalid); None without
+            a ``label`` band.
+        contact: uint8 ``(h, w)`` contact target 0/1, 255 = ignore (and wherever invalid);
+            None without a ``contact`` band.
+        names: The image band names.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray | None
+    contact: np.ndarray | None
+    names: list[str]
+
+
+def read_chip_targets(path: str | os.PathLike[str]) -> ChipTargets:
+    """Read a chip with its targets (the ``label`` and ``contact`` bands, when present)."""
     with rasterio.open(path) as ds:
         names = [d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1)]
         data = ds.read(out_dtype=np.float32)
         valid = ds.dataset_mask() > 0
-    if names and names[-1] == LABEL_BAND:
-        lab = np.where(valid, data[-1], IGNORE).astype(np.uint8)
-        return data[:-1], valid, lab, names[:-1]
-    return data, valid, None, names
+    targets: dict[str, np.ndarray] = {}
+    for band in (CONTACT_BAND, LABEL_BAND):  # stored last: label, then contact
+        if names and names[-1] == band:
+            targets[band] = np.where(valid, data[-1], IGNORE).astype(np.uint8)
+            data, names = data[:-1], names[:-1]
+    return ChipTargets(
+        image=data,
+        valid=valid,
+        labels=targets.get(LABEL_BAND),
+        contact=targets.get(CONTACT_BAND),
+        names=names,
+    )
+
+
+def read_chip_masked(
+    path: str | os.PathLike[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+    """Read a chip: image bands (float32), validity, labels (uint8, 255 = ignore) or None, names.
+
+    A ``contact`` band is not an image band: it is left out (see :func:`read_chip_targets`).
+    """
+    chip = read_chip_targets(path)
+    return chip.image, chip.valid, chip.labels, chip.names
 
 
 def read_chip(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:

@@ -26,7 +26,8 @@ The package, in the order of a run: :mod:`._config` (options, events, the report
 :mod:`._plan` (what a run trains on), :mod:`._loop` (the loop and the learning-rate
 schedule), :mod:`._step` (one training step, the loader, the device), :mod:`._validation`
 (scoring whole chips: each epoch's validation and :func:`evaluate_chips`), :mod:`._resume`
-(the checkpoint, the resume state and the metrics log).
+(the checkpoint, the resume state and the metrics log), :mod:`._contact` (the building-contact
+output of a store tiled with footprints: its loss, validation counts and positive weight).
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ class TrainConfig:
         workers: DataLoader worker processes (0 reads in the main process).
         cache: Keep downsampled chips in memory after their first read (each worker its own).
         init_weights: A LOCAL ResNet state dict to initialise the backbone from.
+        contact_weight: Weight of the building-contact loss (a positive-weighted binary
+            cross-entropy) added to the class loss, when the store has a contact target
+            (``geoseg tile --footprints``); the model then has a ``contact`` output. 0 trains
+            without it.
     """
 
     model: str = "unet"
@@ -76,6 +80,7 @@ class TrainConfig:
     workers: int = 0
     cache: bool = False
     init_weights: str | None = None
+    contact_weight: float = 1.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -86,6 +91,10 @@ class TrainConfig:
                 f"lr={self.lr}: the learning rate must be > 0",
             ),
             (self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must be >= 0"),
+            (
+                math.isfinite(self.contact_weight) and self.contact_weight >= 0,
+                f"contact_weight={self.contact_weight}: must be a number >= 0",
+            ),
             (
                 0.0 <= self.val_fraction < 1.0,
                 f"val_fraction={self.val_fraction}: must be >= 0 and < 1",

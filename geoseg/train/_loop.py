@@ -35,6 +35,7 @@ from geoseg.checkpoint import save_checkpoint
 from geoseg.data import ChipDataset, SeededSampler, band_stats
 from geoseg.evaluate import PixelMetrics
 from geoseg.train._config import TrainConfig, TrainEvent, TrainReport
+from geoseg.train._contact import ContactLoss, contact_metrics
 from geoseg.train._plan import plan_training
 from geoseg.train._resume import (
     build_checkpoint,
@@ -180,8 +181,13 @@ def epoch_row(
     val: EvalResult | None,
     class_names: Sequence[str],
     val_seconds: float,
+    contact: bool = False,
 ) -> dict[str, Any]:
-    """One row of the metrics log (None for what was not measured)."""
+    """One row of the metrics log (None for what was not measured).
+
+    With ``contact`` (a model with a contact output) it has ``val_contact_f1`` and
+    ``val_contact_iou`` after ``val_oa``.
+    """
     metrics = None if val is None else PixelMetrics.from_confusion(val.confusion, class_names)
     row: dict[str, Any] = {
         "epoch": epoch,
@@ -191,6 +197,13 @@ def epoch_row(
         "val_miou": None if metrics is None else _none_if_nan(metrics.miou),
         "val_oa": None if metrics is None else _none_if_nan(metrics.overall_accuracy),
     }
+    if contact:
+        counts = None if val is None else val.contact
+        row.update(
+            contact_metrics(counts)
+            if counts is not None
+            else {"val_contact_f1": None, "val_contact_iou": None}
+        )
     for c, name in enumerate(class_names):
         row[f"iou_{name}"] = None if metrics is None else _none_if_nan(float(metrics.iou[c]))
     busy = stats.wait + stats.compute
@@ -248,9 +261,19 @@ def train(
     plan = plan_training(store, config)
     num_classes = len(plan.schema)
     loss_fn = build_loss(config.loss, num_classes=num_classes, class_weights=plan.class_weights)
+    if plan.contact:  # one more output channel, the contact logit, and its loss term
+        loss_fn = ContactLoss(
+            loss_fn,
+            num_classes=num_classes,
+            weight=config.contact_weight,
+            pos_weight=plan.contact_pos_weight,
+        )
     arch_args: dict[str, Any] = {} if config.encoder is None else {"encoder": config.encoder}
     spec = model_spec(
-        config.model, in_channels=len(plan.bands), num_classes=num_classes, **arch_args
+        config.model,
+        in_channels=len(plan.bands),
+        num_classes=num_classes + int(plan.contact),
+        **arch_args,
     )
     device = torch_device(config.device)
     cuda = device.type == "cuda"
@@ -266,6 +289,7 @@ def train(
         augment=config.augment,
         downsample=config.downsample,
         cache=config.cache,
+        contact=plan.contact,
     )
     if state is not None:
         mean, std = tuple(state["mean"]), tuple(state["std"])
@@ -289,6 +313,7 @@ def train(
         downsample=config.downsample,
         native_labels=True,
         cache=config.cache,
+        contact=plan.contact,
     )
 
     torch.manual_seed(config.seed)
@@ -392,7 +417,12 @@ def train(
         val = None
         if len(val_ds):
             val = evaluate_epoch(
-                model, loaders["val"], device=device, num_classes=num_classes, loss_fn=loss_fn
+                model,
+                loaders["val"],
+                device=device,
+                num_classes=num_classes,
+                loss_fn=loss_fn,
+                contact=plan.contact,
             )
         row = epoch_row(
             epoch,
@@ -401,6 +431,7 @@ def train(
             val,
             plan.schema.classes,
             time.perf_counter() - t_val,
+            contact=plan.contact,
         )
         history.append(row)
         write_log(log_file, history)
@@ -421,13 +452,14 @@ def train(
             mean, std, history,
         )  # fmt: skip
         logger.info(
-            "epoch %d/%d: train loss %.4f, val loss %s, val mIoU %s, %.1f s, %.1f chips/s, "
+            "epoch %d/%d: train loss %.4f, val loss %s, val mIoU %s%s, %.1f s, %.1f chips/s, "
             "data wait %.1f %%",
             epoch,
             config.epochs,
             row["train_loss"],
             _fmt(row["val_loss"]),
             _fmt(row["val_miou"]),
+            f", val contact F1 {_fmt(row['val_contact_f1'])}" if plan.contact else "",
             row["seconds"],
             row["chips_per_s"] or 0.0,
             100 * (row["data_wait_fraction"] or 0.0),

@@ -16,8 +16,9 @@ from typing import Any
 from geoseg.data import chip_gsd, split_scenes
 from geoseg.errors import ConfigError, InputError, SchemaError
 from geoseg.schema import ClassSchema
-from geoseg.tiles import read_store
+from geoseg.tiles import read_store, store_contact
 from geoseg.train._config import TrainConfig
+from geoseg.train._contact import contact_pos_weight
 
 __all__ = ["TrainPlan", "class_weights_from_index", "plan_training"]
 
@@ -38,6 +39,10 @@ class TrainPlan:
     model_chip: int
     crop: int | None
     gsd: float
+    contact: bool = False
+    """The store has a contact target and the run learns it (``contact_weight > 0``)."""
+    contact_pos_weight: float = 1.0
+    """Positive weight of the contact BCE (from the training chips' contact pixels)."""
 
 
 def plan_training(store: str | os.PathLike[str], config: TrainConfig) -> TrainPlan:
@@ -45,7 +50,7 @@ def plan_training(store: str | os.PathLike[str], config: TrainConfig) -> TrainPl
 
     Raises:
         InputError: Not a labelled store, no chips, a malformed schema, unknown validation
-            scenes.
+            scenes, chips without the contact target of a store that has one.
         ConfigError: Class weights without a ``wce`` term, a crop larger than the chips, a
             single-scene store with validation.
     """
@@ -90,6 +95,16 @@ def plan_training(store: str | os.PathLike[str], config: TrainConfig) -> TrainPl
         return [root / p for p in sorted(index[index["scene"].isin(scenes)]["path"])]
 
     train_paths = paths(train_scenes)
+    contact = store_contact(meta) and config.contact_weight > 0
+    pos_weight = 1.0
+    if contact:
+        _check_contact(store, index)
+        pos_weight = contact_pos_weight(index, train_scenes)
+        logger.info(
+            "contact target: weight %g, positive weight %.3g", config.contact_weight, pos_weight
+        )
+    elif store_contact(meta):
+        logger.info("contact target of the store not learnt (contact_weight 0)")
     return TrainPlan(
         schema=schema,
         bands=tuple(str(b) for b in meta["bands"]),
@@ -101,7 +116,23 @@ def plan_training(store: str | os.PathLike[str], config: TrainConfig) -> TrainPl
         model_chip=model_chip,
         crop=config.chip_size,
         gsd=chip_gsd(train_paths[0]) * config.downsample,
+        contact=contact,
+        contact_pos_weight=pos_weight,
     )
+
+
+def _check_contact(store: str | os.PathLike[str], index: Any) -> None:
+    """Refuse a store with a contact target some of whose chips lack it.
+
+    Raises:
+        InputError: The index has no ``contact`` column, or chips without the band.
+    """
+    missing = len(index) if "contact" not in index.columns else int((index["contact"] < 0).sum())
+    if missing:
+        raise InputError(
+            f"{store}: {missing} chip(s) have no contact target although the store has one; "
+            "re-run `geoseg tile` with --footprints on it"
+        )
 
 
 def class_weights_from_index(index: Any, scenes: Sequence[str], num_classes: int) -> list[float]:

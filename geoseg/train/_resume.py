@@ -25,6 +25,7 @@ from geoseg._torch import safe_load
 from geoseg.checkpoint import Checkpoint
 from geoseg.errors import CheckpointError, ConfigError, OutputExistsError
 from geoseg.train._config import TrainConfig
+from geoseg.train._contact import CONTACT
 from geoseg.train._plan import TrainPlan
 
 __all__ = [
@@ -134,6 +135,8 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig, path: Path) -
         ConfigError: An option other than those of :data:`RESUMABLE_CHANGES` differs.
     """
     now = config.to_dict()
+    # an option added since the run was saved: it ran with that option's default
+    saved = {**TrainConfig().to_dict(), **saved}
     changed = sorted(
         k
         for k in set(saved) | set(now)
@@ -176,8 +179,10 @@ def build_checkpoint(
             "train_chips": len(plan.train_paths),
             "val_chips": len(plan.val_paths),
             "store": str(Path(store).resolve()),
+            **({"contact_pos_weight": plan.contact_pos_weight} if plan.contact else {}),
         },
         config=config.to_dict(),
+        extra_outputs=(CONTACT,) if plan.contact else (),
     )
 
 

@@ -2,7 +2,9 @@
 
 Both predict whole chips, upsample the logits to the labels' own resolution (a model trained
 on chips read ``f`` times coarser is still scored against the store's labels) and accumulate
-a confusion matrix over the valid (non-255) pixels.
+a confusion matrix over the valid (non-255) pixels, of the class channels only. A model with
+a contact output (two-channel masks, see :mod:`geoseg.train._contact`) also counts the
+contact target's true and false positives and false negatives (at p = 0.5).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from geoseg.evaluate import PixelMetrics
 from geoseg.schema import IGNORE
 from geoseg.tiles import read_store
 from geoseg.train._config import Device
+from geoseg.train._contact import contact_counts
 from geoseg.train._step import autocast, make_loader, to_device
 
 __all__ = ["EvalResult", "confusion_counts", "evaluate_chips", "evaluate_epoch"]
@@ -34,10 +37,14 @@ __all__ = ["EvalResult", "confusion_counts", "evaluate_chips", "evaluate_epoch"]
 
 @dataclass
 class EvalResult:
-    """A confusion matrix (true x predicted) and the mean loss (NaN without one)."""
+    """A confusion matrix (true x predicted), the mean loss (NaN without one), contact counts.
+
+    ``contact``: ``[tp, fp, fn]`` of a model with a contact output, else None.
+    """
 
     confusion: np.ndarray
     loss: float
+    contact: np.ndarray | None = None
 
 
 def evaluate_epoch(
@@ -47,15 +54,18 @@ def evaluate_epoch(
     device: torch.device,
     num_classes: int,
     loss_fn: nn.Module | None,
+    contact: bool = False,
 ) -> EvalResult:
     """Predict whole chips; upsample logits to the labels' size; accumulate a confusion matrix.
 
     The loss is the mean of the batch losses weighted by their valid (non-255) pixels. The
     confusion matrix and the loss sums stay on the device until the end: no batch waits for
-    the host.
+    the host. With ``contact`` the masks are (N, 2, H, W) (classes, contact) and logit
+    ``num_classes`` is the contact output.
     """
     model.eval()
     cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    ct = torch.zeros(3, dtype=torch.int64, device=device)
     # loss x valid pixels (float64, as the host's sum was) and valid pixels
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     weight = torch.zeros((), dtype=torch.int64, device=device)
@@ -73,15 +83,20 @@ def evaluate_epoch(
                 size = (x.shape[-2] * f, x.shape[-1] * f)
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 logits = logits[..., : y.shape[-2], : y.shape[-1]]
+            classes = y[:, 0] if contact else y
             if loss_fn is not None:
-                n_valid = (y != IGNORE).sum()
+                n_valid = (classes != IGNORE).sum()
                 batch = loss_fn(logits, y).double() * n_valid
                 loss_sum += torch.where(n_valid > 0, batch, 0.0)  # no loss without a pixel
                 weight += n_valid
-            cm += confusion_counts(logits.argmax(dim=1), y, num_classes=num_classes)
+            pred = logits[:, :num_classes].argmax(dim=1)
+            cm += confusion_counts(pred, classes, num_classes=num_classes)
+            if contact:
+                ct += contact_counts(logits[:, num_classes], y[:, 1])
     total, pixels = float(loss_sum.item()), int(weight.item())
     confusion = cm.reshape(num_classes, num_classes).cpu().numpy()
-    return EvalResult(confusion, total / pixels if pixels else math.nan)
+    counts = ct.cpu().numpy() if contact else None
+    return EvalResult(confusion, total / pixels if pixels else math.nan, counts)
 
 
 def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, *, num_classes: int) -> torch.Tensor:
