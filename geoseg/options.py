@@ -283,6 +283,15 @@ class TileOptions:
         compress: GeoTIFF compression of the chips: ``deflate`` (small), ``zstd``, ``lzw`` or
             ``none`` (about 4 x larger, read about 2 x faster: for a GPU whose loader cannot
             keep up).
+        footprints: Building footprints (GeoPackage, GeoJSON, GeoParquet...; reprojected to
+            each scene's CRS): each chip also gets a ``contact`` target band, 1 where a pixel
+            lies within ``contact_width`` of two or more different footprints. None: no
+            contact target.
+        footprints_layer: The layer of ``footprints`` to read; None takes a layer named
+            ``buildings``, else the file's only layer.
+        contact_width: Distance to two footprints (metres) within which a pixel is contact;
+            the band is about twice as wide across a shared wall, and never under one pixel
+            on either side of it.
     """
 
     size: int = option(
@@ -305,10 +314,32 @@ class TileOptions:
         "Chip compression; none reads about 2x faster (for a GPU whose loader lags) but "
         "takes about 4x the disk.",
     )
+    footprints: Path | None = option(
+        None,
+        "Building footprints (GeoPackage, GeoJSON, GeoParquet): adds a contact target "
+        "(pixels near two different buildings) to every chip.",
+    )
+    footprints_layer: str | None = option(
+        None,
+        "Layer of --footprints to read.",
+        show_default="'buildings', else the only layer",
+    )
+    contact_width: float = option(
+        1.0,
+        "Pixels within this many metres of two different footprints are contact "
+        "(at least one pixel).",
+        minimum=0.0,
+    )
 
     def __post_init__(self) -> None:
         validate_record(self)
         check_overlap(self.size, self.chip_overlap)
+        if self.contact_width <= 0:
+            raise ConfigError(
+                f"contact_width={self.contact_width!r}: must be > 0 metres (e.g. 1.0)"
+            )
+        if self.footprints is not None and not isinstance(self.footprints, Path):
+            object.__setattr__(self, "footprints", Path(self.footprints))
 
     @property
     def chip_overlap(self) -> int:
@@ -425,7 +456,18 @@ class VectorizeOptions:
         hole_area: Fill holes smaller than this, m².
         simplify: Douglas-Peucker tolerance, m, applied per shared border arc so that
             neighbouring polygons keep sharing their borders (0: none).
-        regularize: Rectilinear building outlines (``building`` layer only).
+        regularize: Rectilinear building outlines (``building`` layer only); attached
+            buildings are regularized together and keep one common wall.
+        dsm: A DSM or nDSM on the raster's grid: touching buildings are split where their
+            roofs differ in height by ``height_step`` (in a job: the scene's DSM, when
+            ``split_buildings`` is on).
+        contact: A contact probability raster (``{scene}_contact.tif`` from a model with a
+            contact output) on the grid: touching buildings are split along it (in a job:
+            the scene's, when ``split_buildings`` is on and the model has one).
+        height_step: Roof height step (m) that separates two buildings.
+        contact_threshold: Contact probability (0..1) above which pixels are a border.
+        split_buildings: In a job, split touching buildings with the scene's DSM and
+            contact raster (``dsm``/``contact`` on the command line).
         centerlines: Also write road centre-lines (layer ``road_centerlines``).
         spur_length: Centre-line dead ends shorter than this (m) are pruned; default
             40 pixels.
@@ -455,7 +497,24 @@ class VectorizeOptions:
     simplify: float = option(
         0.0, "Simplification tolerance in m; shared borders stay shared.", minimum=0.0
     )
-    regularize: bool = option(False, "Rectilinear building outlines.")
+    regularize: bool = option(
+        False, "Rectilinear building outlines; attached buildings keep one common wall."
+    )
+    dsm: Path | None = option(
+        None, "DSM/nDSM on the same grid: split touching buildings at roof steps.", job=False
+    )
+    contact: Path | None = option(
+        None, "Contact probability raster on the same grid: split buildings along it.", job=False
+    )
+    height_step: float = option(
+        1.5, "Roof height step (m) that separates two touching buildings.", minimum=0.01
+    )
+    contact_threshold: float = option(
+        0.5, "Contact probability above which pixels separate buildings.", minimum=0.0, maximum=1.0
+    )
+    split_buildings: bool = option(
+        False, "Split touching buildings with the scene's DSM and contact raster.", cli=False
+    )
     centerlines: bool = option(False, "Add a road_centerlines layer.")
     spur_length: float | None = option(
         None,
@@ -496,6 +555,9 @@ class EvaluateOptions:
         ignore_class: Classes left out of mIoU and mean F1.
         block_size: Pixels per block edge.
         min_miou: Fail (exit 1) when mIoU is below this.
+        road_buffer, road_snap, road_spacing, road_max_pairs: ``evaluate --roads`` only
+            (:mod:`geoseg.evaluate.roads`; not in job files, whose evaluate step scores
+            ``roads`` truth with the defaults).
     """
 
     eroded: int = option(
@@ -514,6 +576,22 @@ class EvaluateOptions:
     )
     min_miou: float | None = option(
         None, "Exit 1 when mIoU (a fraction, 0..1) is below X.", minimum=0.0, maximum=1.0
+    )
+    road_buffer: float = option(
+        2.0, "Roads: precision/recall buffer, m.", minimum=0.0, flags=("--buffer",), job=False
+    )
+    road_snap: float = option(
+        4.0, "Roads: APLS snap distance, m.", minimum=0.0, flags=("--snap",), job=False
+    )
+    road_spacing: float = option(
+        50.0, "Roads: APLS control spacing, m.", minimum=1, flags=("--control-spacing",), job=False
+    )
+    road_max_pairs: int = option(
+        1_000_000,
+        "Roads: most APLS routes per direction (then sampled).",
+        minimum=1,
+        flags=("--max-pairs",),
+        job=False,
     )
 
     def __post_init__(self) -> None:

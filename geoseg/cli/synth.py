@@ -36,8 +36,13 @@ _MAX_SIZE = 12000
     show_default=True,
     help="Random seed; the same seed writes the same scenes.",
 )
+@click.option(
+    "--row-houses",
+    is_flag=True,
+    help="Also build terraces of attached houses of different heights (one truth polygon each).",
+)
 @overwrite_opt
-def synth(out: Path, scenes: int, size: int, seed: int, overwrite: bool) -> None:
+def synth(out: Path, scenes: int, size: int, seed: int, row_houses: bool, overwrite: bool) -> None:
     """Write synthetic scenes in the ISPRS Potsdam layout to the folder OUT.
 
     Each scene has a 4-band RGB+IR orthophoto, a DSM, colour-coded labels (also with
@@ -46,10 +51,13 @@ def synth(out: Path, scenes: int, size: int, seed: int, overwrite: bool) -> None
     \b
     $ geoseg synth data/synth
     $ geoseg synth data/synth --scenes 6 --size 6000 --seed 1 --overwrite
+    $ geoseg synth data/rows --scenes 2 --row-houses
     """
     from geoseg.synth import synthesize
 
-    result = synthesize(out, scenes=scenes, size=size, seed=seed, overwrite=overwrite)
+    result = synthesize(
+        out, scenes=scenes, size=size, seed=seed, row_houses=row_houses, overwrite=overwrite
+    )
     click.echo(
         f"wrote {len(result.scene_ids)} scene(s) {', '.join(result.scene_ids)} "
         f"({size} x {size} px) to {result.root}"

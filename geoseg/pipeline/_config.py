@@ -179,6 +179,10 @@ class Job:
         evaluate: Evaluate options, or None when the step is not requested.
         vectorize_probabilities: Vectorize adds ``mean_prob`` from the scene's predicted
             probabilities (``steps.vectorize.probabilities``).
+        evaluate_buildings: True building footprints that score the vectorized buildings
+            (``steps.evaluate.buildings``), or None.
+        evaluate_roads: True road centre-lines that score the vectorized centre-lines
+            (``steps.evaluate.roads``), or None.
     """
 
     source: Path
@@ -196,6 +200,8 @@ class Job:
     vectorize: VectorizeOptions | None = None
     evaluate: EvaluateOptions | None = None
     vectorize_probabilities: bool = False
+    evaluate_buildings: Path | None = None
+    evaluate_roads: Path | None = None
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -372,6 +378,8 @@ def _cross_checks(
                     f"steps.vectorize.classes: {', '.join(bad)}: not building, road or a class "
                     f"of schema {sch.name!r} ({', '.join(sch.classes)})"
                 )
+    if evaluate is not None:
+        _check_vector_truth(problems, evaluate, vectorize)
     if evaluate is not None and sch is not None:
         bad = [n for n in evaluate.ignore_class if n not in sch.classes]
         if bad:
@@ -379,6 +387,24 @@ def _cross_checks(
                 f"steps.evaluate.ignore_class: {', '.join(bad)}: not a class of schema "
                 f"{sch.name!r} ({', '.join(sch.classes)})"
             )
+
+
+def _check_vector_truth(problems: list[str], evaluate: Any, vectorize: Any) -> None:
+    """True vectors need the vectors they score: buildings, and road centre-lines."""
+    if getattr(evaluate, "buildings", None) is not None and (
+        vectorize is None or "building" not in vectorize.classes
+    ):
+        problems.append(
+            "steps.evaluate.buildings: needs steps.vectorize with classes including building "
+            "(the polygons it scores)"
+        )
+    if getattr(evaluate, "roads", None) is not None and (
+        vectorize is None or not vectorize.centerlines
+    ):
+        problems.append(
+            "steps.evaluate.roads: needs steps.vectorize.centerlines: true (the centre-lines "
+            "it scores)"
+        )
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -457,4 +483,6 @@ def _job(src: Path, jf: JobFile, scenes: tuple[SceneSpec, ...], schema: str) -> 
         vectorize=vectorize,
         evaluate=evaluate,
         vectorize_probabilities=bool(steps.vectorize and steps.vectorize.probabilities),
+        evaluate_buildings=steps.evaluate.buildings if steps.evaluate is not None else None,
+        evaluate_roads=steps.evaluate.roads if steps.evaluate is not None else None,
     )

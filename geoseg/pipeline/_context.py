@@ -36,6 +36,7 @@ __all__ = [
     "known_errors",
     "one_line",
     "probs_path",
+    "vector_output",
 ]
 
 LANDCOVER_CSV = "landcover.csv"
@@ -162,6 +163,17 @@ def probs_path(ctx: RunContext, scene: str) -> Path:
     from geoseg.predict import output_paths
 
     return output_paths(ctx.root / MAPS_DIR, scene)["probs"]
+
+
+def vector_output(ctx: RunContext, scene: str, layer: str) -> tuple[str, Path]:
+    """The vectorize step's output that holds ``layer``: its manifest name and its path.
+
+    A GeoPackage holds every layer; GeoParquet is a folder with one file per layer.
+    """
+    v = ctx.job.vectorize
+    if v is None or v.format == "gpkg":
+        return "vectors", ctx.root / VECTORS_DIR / f"{scene}.gpkg"
+    return f"vectors/{layer}.parquet", ctx.root / VECTORS_DIR / scene / f"{layer}.parquet"
 
 
 def known_errors() -> tuple[type[BaseException], ...]:

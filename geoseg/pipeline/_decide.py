@@ -16,7 +16,7 @@ from typing import Any
 
 from geoseg.errors import ConfigError, InputError
 from geoseg.options import option_fields
-from geoseg.pipeline._context import RunContext
+from geoseg.pipeline._context import RunContext, vector_output
 from geoseg.pipeline._manifest import sha256_file
 from geoseg.raster import SceneSpec
 
@@ -69,8 +69,8 @@ def step_inputs(
         if path is not None:
             inputs[name] = {"path": str(path), "sha256": m.input_sha256(path)}
 
-    def upstream(name: str) -> bool:
-        out = _recorded_output(ctx, spec.id, "predict", name)
+    def upstream(name: str, step: str = "predict") -> bool:
+        out = _recorded_output(ctx, spec.id, step, name)
         if out is None:
             return False
         inputs[name] = {"path": out["path"], "sha256": out["sha256"]}
@@ -94,6 +94,9 @@ def step_inputs(
             raise ConfigError("vectorize is not a step of this job")
         if job.vectorize_probabilities and not upstream("probabilities"):
             return None
+        if v.split_buildings:  # the roof heights and, when the model has it, the contact band
+            add("split_height", spec.ndsm if spec.ndsm is not None else spec.dsm)
+            upstream("contact")
         opts = options_json(v, drop=("workers",))
         return inputs, {**opts, "probabilities": job.vectorize_probabilities, "schema": job.schema}
     if step == "evaluate":
@@ -103,6 +106,13 @@ def step_inputs(
         if spec.labels is None:
             raise InputError(f"scene {spec.id}: no labels to evaluate against")
         add("labels", spec.labels)
+        add("truth_buildings", job.evaluate_buildings)
+        add("truth_roads", job.evaluate_roads)
+        layers = [("buildings", job.evaluate_buildings), ("road_centerlines", job.evaluate_roads)]
+        for layer, truth in layers:
+            name = vector_output(ctx, spec.id, layer)[0]
+            if truth is not None and not upstream(name, "vectorize"):
+                return None
         # min_miou is a judgement of the result, not an input of the step.
         return inputs, {**options_json(e, drop=("min_miou",)), "schema": job.schema}
     raise ConfigError(f"unknown step {step!r}")

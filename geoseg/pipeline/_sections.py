@@ -456,7 +456,23 @@ class VectorizeSection(step_section(VectorizeOptions)):  # type: ignore[misc]
 
 
 class EvaluateSection(step_section(EvaluateOptions)):  # type: ignore[misc]
-    """The evaluate step: the options of `geoseg evaluate` (EvaluateOptions)."""
+    """The evaluate step: the options of `geoseg evaluate` (EvaluateOptions).
+
+    Beside the pixel metrics, true vectors (one file for all scenes, clipped to each) score
+    the vectorize step's output: ``buildings`` (polygons, as `geoseg evaluate --vectors`)
+    and ``roads`` (centre-lines, as `geoseg evaluate --roads`).
+    """
+
+    buildings: ExistingFile | None = Field(
+        default=None,
+        description="True building footprints (vector file): adds building F1, IoU, C-IoU, "
+        "PoLiS of the vectorized buildings (needs steps.vectorize).",
+    )
+    roads: ExistingFile | None = Field(
+        default=None,
+        description="True road centre-lines (vector file): adds APLS and buffer "
+        "precision/recall (needs steps.vectorize.centerlines: true).",
+    )
 
 
 class Steps(Section):

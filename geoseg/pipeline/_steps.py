@@ -24,6 +24,7 @@ from geoseg.pipeline._context import (
     RunContext,
     classes_path,
     probs_path,
+    vector_output,
 )
 from geoseg.pipeline._summary import landcover_summary
 from geoseg.raster import SceneSpec
@@ -60,6 +61,8 @@ def _predict(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any]]
         outputs["class_names"] = aux
     if report.probabilities is not None:
         outputs["probabilities"] = report.probabilities
+    # the model's extra outputs by name: "contact" (building contact, uint8 0..255)
+    outputs.update(report.extras)
     outputs["sidecar"] = report.sidecar
     extra = {
         "blocks": report.blocks,
@@ -92,9 +95,18 @@ def evaluate_task(
     options: EvaluateOptions,
     schema: str,
     header: dict[str, Any],
+    buildings: tuple[str, str] | None = None,
+    roads: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Pixel metrics of a class raster, written as JSON to ``out`` (a Dask task)."""
-    from geoseg.evaluate import evaluate_rasters, write_report
+    """Pixel metrics of a class raster, written as JSON to ``out`` (a Dask task).
+
+    ``buildings`` and ``roads`` are ``(predicted vectors, true vectors)`` pairs: the truth is
+    clipped to the class raster's extent, and the object metrics (``buildings``) and road
+    graph metrics (``roads``) join the report.
+    """
+    import rasterio
+
+    from geoseg.evaluate import evaluate_rasters, evaluate_roads, evaluate_vectors, write_report
     from geoseg.schema import load_schema
 
     sch = load_schema(schema)
@@ -107,12 +119,37 @@ def evaluate_task(
         block_size=options.block_size,
     )
     report = {**header, "schema": sch.name, "eroded": options.eroded, **px.to_dict()}
-    write_report(report, out, overwrite=True)
-    return {
+    summary = {
         "overall_accuracy": report.get("overall_accuracy"),
         "miou": report.get("miou"),
         "mean_f1": report.get("mean_f1"),
     }
+    with rasterio.open(classes) as ds:
+        extent = tuple(ds.bounds)
+    if buildings is not None:
+        obj = evaluate_vectors(
+            buildings[0],
+            buildings[1],
+            layer="buildings",
+            extent=extent,
+        ).to_dict()
+        report["buildings"] = obj
+        summary["building_f1"] = obj.get("f1")
+    if roads is not None:
+        net = evaluate_roads(
+            roads[0],
+            roads[1],
+            layer="road_centerlines",
+            buffer=options.road_buffer,
+            snap=options.road_snap,
+            spacing=options.road_spacing,
+            max_pairs=options.road_max_pairs,
+            extent=extent,
+        ).to_dict()
+        report["roads"] = net
+        summary["apls"] = net.get("apls")
+    write_report(report, out, overwrite=True)
+    return summary
 
 
 def _call(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -141,6 +178,8 @@ def _vectorize(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any
         probabilities=probs_path(ctx, spec.id) if ctx.job.vectorize_probabilities else None,
         workers=1 if remote else v.workers,  # a cluster task uses one process
     )
+    dsm, contact = _split_sources(ctx, spec)
+    options = replace(options, dsm=dsm, contact=contact)
     suffix = ".gpkg" if v.format == "gpkg" else ""
     out = ctx.root / VECTORS_DIR / f"{spec.id}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +189,22 @@ def _vectorize(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any
     else:
         outputs = {"vectors": out}
     return outputs, {"layers": layers}
+
+
+def _split_sources(ctx: RunContext, spec: SceneSpec) -> tuple[Path | None, Path | None]:
+    """The scene's height and contact rasters when the job splits buildings (else none).
+
+    The nDSM (or the DSM) gives the roof heights; the contact band is there when the model
+    has a contact output. Either may be absent: the split uses what there is.
+    """
+    v = ctx.job.vectorize
+    if v is None or not v.split_buildings:
+        return None, None
+    from geoseg.predict import output_paths
+
+    contact = output_paths(ctx.root / MAPS_DIR, spec.id)["contact"]
+    height = spec.ndsm if spec.ndsm is not None else spec.dsm
+    return height, contact if contact.is_file() else None
 
 
 def _evaluate(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any]]:
@@ -165,6 +220,13 @@ def _evaluate(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any]
         "prediction": ctx.rel(classes),
         "truth": str(spec.labels),
     }
+    pairs: dict[str, tuple[str, str] | None] = {"buildings": None, "roads": None}
+    for key, layer, truth in (
+        ("buildings", "buildings", ctx.job.evaluate_buildings),
+        ("roads", "road_centerlines", ctx.job.evaluate_roads),
+    ):
+        if truth is not None:
+            pairs[key] = (str(vector_output(ctx, spec.id, layer)[1]), str(truth))
     metrics = _call(
         ctx,
         evaluate_task,
@@ -174,6 +236,7 @@ def _evaluate(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any]
         options=e,
         schema=ctx.job.schema,
         header=header,
+        **pairs,
     )
     return {"metrics": out}, {"metrics": metrics}
 

@@ -34,7 +34,9 @@ from geoseg.synth._write import write_scene, write_truth
 logger = logging.getLogger(__name__)
 
 
-def make_scene(*, size: int, seed: int, transform: Affine, index: int = 0) -> SynthScene:
+def make_scene(
+    *, size: int, seed: int, transform: Affine, index: int = 0, row_houses: bool = False
+) -> SynthScene:
     """Build one synthetic scene in memory (no I/O).
 
     The content is determined by ``(seed, index)``; ``make_scene(size=s, seed=k,
@@ -46,6 +48,8 @@ def make_scene(*, size: int, seed: int, transform: Affine, index: int = 0) -> Sy
         transform: North-up transform with square pixels; its pixel size sets the metric
             scale (objects have real-world sizes in metres).
         index: Scene index, a second part of the seed.
+        row_houses: Also build terraces of attached houses of different heights, one
+            building (and one true polygon) per house.
 
     Returns:
         The scene's arrays and true polygons.
@@ -59,7 +63,7 @@ def make_scene(*, size: int, seed: int, transform: Affine, index: int = 0) -> Sy
     res = check_transform(transform)
     rng = np.random.default_rng((seed, index))
     t0 = time.perf_counter()
-    lay = layout(rng, size * res)
+    lay = layout(rng, size * res, row_houses=row_houses)
     t1 = time.perf_counter()
     scene = render(lay, rng, size=size, res=res, transform=transform, seed=seed)
     logger.debug(
@@ -79,6 +83,7 @@ def synthesize(
     scenes: int,
     size: int,
     seed: int,
+    row_houses: bool = False,
     overwrite: bool = False,
 ) -> SynthResult:
     """Write synthetic scenes in the ISPRS Potsdam folder layout.
@@ -91,6 +96,7 @@ def synthesize(
         scenes: Number of scenes (>= 1); scene ``i`` gets tile id ``{2 + i // 10}_{10 + i % 10}``.
         size: Scene edge in pixels (``MIN_SIZE``..``MAX_SIZE``; Potsdam tiles are 6000).
         seed: Random seed (>= 0); the same seed gives the same files.
+        row_houses: Also build terraces of attached houses (see :func:`make_scene`).
         overwrite: Replace an existing ``out_dir``.
 
     Returns:
@@ -112,7 +118,13 @@ def synthesize(
         tmp.mkdir()
         for i, sid in enumerate(ids):
             t0 = time.perf_counter()
-            scene = make_scene(size=size, seed=seed, transform=scene_transform(i, size), index=i)
+            scene = make_scene(
+                size=size,
+                seed=seed,
+                transform=scene_transform(i, size),
+                index=i,
+                row_houses=row_houses,
+            )
             write_scene(tmp, sid, scene)
             buildings += [
                 {"scene": sid, "height_m": b.height_m, "roof": b.roof, "geometry": b.polygon}
@@ -137,6 +149,7 @@ def synthesize(
             "geoseg_version": __version__,
             "seed": seed,
             "scenes": scenes,
+            "row_houses": row_houses,
             "size": size,
             "scene_ids": list(ids),
             "pixel_size": PIXEL_SIZE,

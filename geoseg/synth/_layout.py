@@ -48,15 +48,22 @@ from geoseg.synth._objects import (
     place,
     rect,
 )
+from geoseg.synth._rows import make_rows
 
 
-def layout(rng: np.random.Generator, extent: float) -> Layout:
-    """The layout of an ``extent`` x ``extent`` m scene, drawn from ``rng``."""
+def layout(rng: np.random.Generator, extent: float, *, row_houses: bool = False) -> Layout:
+    """The layout of an ``extent`` x ``extent`` m scene, drawn from ``rng``.
+
+    With ``row_houses``, terraces of attached houses (one building each) are added after the
+    detached buildings; without, the draws are exactly those of earlier versions.
+    """
     lay = Layout(extent)
     scene = box(0, 0, extent, extent)
     _make_roads(rng, lay, scene)
     _make_lots(rng, lay)
     _make_buildings(rng, lay)
+    if row_houses:
+        make_rows(rng, lay)
     _make_paths_and_grass(rng, lay)
     _make_road_cars(rng, lay)
     _make_trees(rng, lay)
