@@ -85,7 +85,7 @@ def _jsonable(value: Any) -> Any:
     [
         ("PredictSection", PredictOptions, set()),
         ("VectorizeSection", VectorizeOptions, {"probabilities"}),
-        ("EvaluateSection", EvaluateOptions, set()),
+        ("EvaluateSection", EvaluateOptions, {"buildings", "roads"}),
     ],
 )
 def test_the_step_sections_have_the_records_keys_defaults_choices_and_bounds(
