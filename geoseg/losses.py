@@ -20,6 +20,19 @@ Spec strings name one term or a weighted sum: ``ce``, ``dice``, ``ce+dice``,
   over valid pixels.
 * ``lovasz``: Lovasz-softmax (Berman et al. 2018), the convex surrogate of the Jaccard loss,
   averaged over the classes present, pooled over the batch.
+* ``boundary``: boundary loss (Kervadec et al. 2019), the softmax probabilities times the
+  signed distance maps of the target's classes (negative inside, positive outside, clamped to
+  20 px and divided by 20), summed over classes, mean over valid pixels; within [-1, 1], its
+  minimum is a perfect prediction. Meant to be summed with a region loss, ``ce+boundary``:
+  its weight is the spec's, 1 unless given; with distances normalised, 1 gives it gradients
+  of the size of cross-entropy's. Kervadec et al. ramp it up from 0.01 (pixel units; about
+  0.2 here); at a constant 1 it cost 2 points of building IoU on synthetic scenes (README).
+* ``dpce``: distance-penalised cross-entropy, each valid pixel weighted by the U-Net weight map
+  ``1 + 10 exp(-d^2 / (2 * 5^2))``, ``d`` its distance in pixels to the nearest class boundary,
+  normalised by the sum of the weights.
+
+The distance maps of ``boundary`` and ``dpce`` are computed from the target on the fly, on the
+loss's device (:func:`class_distances`, exact Euclidean distances up to the clamp).
 """
 
 from __future__ import annotations
@@ -40,19 +53,22 @@ from geoseg.schema import IGNORE
 
 __all__ = [
     "LOSSES",
+    "BoundaryLoss",
     "CombinedLoss",
     "CrossEntropyLoss",
     "DiceLoss",
+    "DistancePenalisedCrossEntropyLoss",
     "FocalLoss",
     "LovaszSoftmaxLoss",
     "build_loss",
+    "class_distances",
     "class_weights_from_histogram",
 ]
 
 logger = logging.getLogger(__name__)
 
-LossName = Literal["ce", "wce", "dice", "focal", "lovasz"]
-LOSSES: tuple[LossName, ...] = ("ce", "wce", "dice", "focal", "lovasz")
+LossName = Literal["ce", "wce", "dice", "focal", "lovasz", "boundary", "dpce"]
+LOSSES: tuple[LossName, ...] = ("ce", "wce", "dice", "focal", "lovasz", "boundary", "dpce")
 """The loss terms a spec may use."""
 
 # Why not segmentation_models_pytorch.losses (measured with smp 0.6, float32 CPU, 6 classes,
@@ -220,6 +236,178 @@ class LovaszSoftmaxLoss(_PixelLoss):
         return _masked_mean(per_class, fg.sum(dim=1) > 0)
 
 
+def class_distances(member: torch.Tensor, *, max_distance: int) -> torch.Tensor:
+    """Euclidean distance from every pixel to the nearest pixel of each class, clamped.
+
+    Exact up to ``max_distance`` (in pixels, pixel centre to pixel centre), ``max_distance``
+    beyond it and where a map has no member pixel. Two separable passes (Saito and Toriwaki
+    1994, the second one brute force within the clamp): along the rows, the distance to the
+    nearest member in the same column (running maxima of member row numbers, both ways);
+    across the columns, the minimum of ``dx^2 + column^2`` over ``|dx| <= max_distance`` (the
+    nearest member within the clamp lies within that many columns). No host read and no
+    data-dependent shape: it runs on the tensors' device without a synchronisation.
+
+    Args:
+        member: (N, C, H, W) booleans, True where a pixel belongs to class c (and is valid).
+        max_distance: The clamp, an integer >= 1.
+
+    Returns:
+        (N, C, H, W) float32 distances in [0, max_distance], 0 on member pixels.
+    """
+    d = int(max_distance)
+    cap = d + 1  # column distances beyond d only need to stay beyond it
+    h, w = member.shape[-2:]
+    # integer arithmetic, exact; int16 halves the memory traffic when the values fit
+    small = 2 * cap * cap < 2**15 and max(h, w) + cap < 2**15
+    dtype = torch.int16 if small else torch.int32
+    rows = torch.arange(h, device=member.device, dtype=dtype).view(h, 1)
+
+    def from_above(m: torch.Tensor) -> torch.Tensor:
+        return rows - torch.cummax(torch.where(m, rows, -cap), dim=-2).values
+
+    below = from_above(member.flip(-2)).flip(-2)
+    column = torch.minimum(from_above(member), below).clamp_max_(cap)
+    column = column * column
+    padded = F.pad(column, (d, d), value=cap * cap)
+    best, near = column, torch.empty_like(column)
+    for dx in range(1, min(d, w - 1) + 1):
+        torch.minimum(padded[..., d + dx : d + dx + w], padded[..., d - dx : d - dx + w], out=near)
+        near += dx * dx
+        torch.minimum(best, near, out=best)
+    return best.float().sqrt_().clamp_max_(d)
+
+
+class _DistanceLoss(_PixelLoss):
+    """Shared by the losses that read distances to the target's class regions."""
+
+    def __init__(
+        self, *, num_classes: int, max_distance: int = 20, ignore_index: int = IGNORE
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+        if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
+            raise InputError(f"max_distance={max_distance!r}: must be an integer >= 1 (pixels)")
+        self.max_distance = max_distance
+
+    def _distances(
+        self, valid: torch.Tensor, safe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class membership, distances to each class and to the nearest other class.
+
+        Returns (N, C, H, W) membership of the valid pixels, (N, C, H, W) distances to each
+        class's valid pixels and (N, 1, H, W) the distance from each pixel to the nearest valid
+        pixel of another class than its own (from an ignored pixel: to any class), all clamped
+        to ``max_distance``. A class absent from a chip is ``max_distance`` away everywhere.
+        """
+        classes = torch.arange(self.num_classes, device=safe.device).view(1, -1, 1, 1)
+        member = (safe.unsqueeze(1) == classes) & valid.unsqueeze(1)
+        dist = class_distances(member, max_distance=self.max_distance)
+        other = torch.where(member, float(self.max_distance), dist).amin(dim=1, keepdim=True)
+        return member, dist, other
+
+
+class BoundaryLoss(_DistanceLoss):
+    """Boundary loss (Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed; MIDL 2019).
+
+    ``mean_x sum_c p_c(x) phi_c(x)`` over the valid pixels ``x``, with ``p`` the softmax
+    probabilities and ``phi_c`` the signed distance map of class ``c`` in the target, as the
+    authors' code builds it: outside the class, the distance to its nearest pixel (>= 1);
+    inside, minus (the distance to the nearest valid pixel of another class - 1), so the
+    class's own border pixels get 0. Distances are clamped to ``max_distance`` (a class absent
+    from a chip is that far everywhere) and, with ``normalise``, divided by it, so the loss
+    lies in [-1, 1]. Ignored pixels are no class: they neither count nor bound a region.
+
+    The paper averages over classes too; summing them instead (the expected signed distance
+    under ``p``) keeps the value and its gradients independent of the class count. The loss
+    is minimal for a perfect prediction and, unlike a region loss, charges a wrong class
+    more the farther the pixel lies from that class. Sum it with a region loss
+    (``ce+boundary``).
+
+    Args:
+        num_classes: Number of classes.
+        max_distance: Clamp of the distances, in pixels.
+        normalise: Divide the distances by ``max_distance``.
+        ignore_index: Target value that contributes nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        max_distance: int = 20,
+        normalise: bool = True,
+        ignore_index: int = IGNORE,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, max_distance=max_distance, ignore_index=ignore_index
+        )
+        self.normalise = normalise
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss, a scalar."""
+        _, valid, safe = self._prepare(logits, target)
+        member, dist, other = self._distances(valid, safe)
+        phi = torch.where(member, 1.0 - other, dist)
+        if self.normalise:
+            phi = phi / self.max_distance
+        per_pixel = (logits.softmax(dim=1) * phi.to(logits.dtype)).sum(dim=1)
+        return torch.where(valid, per_pixel, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+class DistancePenalisedCrossEntropyLoss(_DistanceLoss):
+    """Cross-entropy weighted up near class boundaries (the U-Net weight map).
+
+    Each valid pixel's loss is weighted by ``w(x) = c(x) (1 + w0 exp(-d(x)^2 / (2 sigma^2)))``
+    (Ronneberger, Fischer, Brox 2015, with one distance; cf. Caliva et al. 2019's distance
+    map penalty), ``d`` the distance from the pixel to the nearest class boundary: the
+    distance to the nearest valid pixel of another class minus half a pixel (a boundary runs
+    between pixels), clamped to ``max_distance`` (keep it >= 3 sigma); ``c`` the class
+    weight of the pixel's target (1 without). The mean is weighted: the sum of weighted
+    losses over the sum of the weights, so its scale stays that of cross-entropy.
+
+    Args:
+        num_classes: Number of classes.
+        w0: Extra weight at a boundary (>= 0; 0 is cross-entropy).
+        sigma: Width of the boundary band, in pixels (> 0).
+        weight: Per-class weights ``c``.
+        max_distance: Clamp of the distances, in pixels.
+        ignore_index: Target value that contributes nothing.
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+        weight: Sequence[float] | None = None,
+        max_distance: int = 20,
+        ignore_index: int = IGNORE,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, max_distance=max_distance, ignore_index=ignore_index
+        )
+        if not (math.isfinite(w0) and w0 >= 0 and math.isfinite(sigma) and sigma > 0):
+            raise InputError(f"w0={w0!r}, sigma={sigma!r}: need w0 >= 0 and sigma > 0")
+        self.w0, self.sigma = float(w0), float(sigma)
+        w = None if weight is None else torch.tensor(list(weight), dtype=torch.float32)
+        self.register_buffer("weight", w)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss, a scalar."""
+        _, valid, safe = self._prepare(logits, target)
+        _, _, other = self._distances(valid, safe)
+        d = other.squeeze(1).to(logits.dtype) - 0.5
+        pixel_w = 1.0 + self.w0 * torch.exp(-d.square() / (2.0 * self.sigma**2))
+        if self.weight is not None:
+            pixel_w = pixel_w * self.weight.to(logits.dtype)[safe]
+        pixel_w = torch.where(valid, pixel_w, 0.0)
+        nll = -F.log_softmax(logits, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+        total = torch.where(valid, pixel_w * nll, 0.0).sum()
+        return total / pixel_w.sum().clamp_min(torch.finfo(logits.dtype).tiny)
+
+
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors, per row.
 
@@ -336,6 +524,12 @@ def build_loss(
             module = DiceLoss(num_classes=num_classes, ignore_index=ignore_index)
         elif name == "focal":
             module = FocalLoss(num_classes=num_classes, gamma=2.0, ignore_index=ignore_index)
+        elif name == "boundary":
+            module = BoundaryLoss(num_classes=num_classes, ignore_index=ignore_index)
+        elif name == "dpce":
+            module = DistancePenalisedCrossEntropyLoss(
+                num_classes=num_classes, ignore_index=ignore_index
+            )
         else:
             module = LovaszSoftmaxLoss(num_classes=num_classes, ignore_index=ignore_index)
         terms.append((w, module))

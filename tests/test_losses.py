@@ -11,12 +11,15 @@ import torch.nn.functional as F  # noqa: N812
 from geoseg.errors import InputError
 from geoseg.losses import (
     LOSSES,
+    BoundaryLoss,
     CombinedLoss,
     CrossEntropyLoss,
     DiceLoss,
+    DistancePenalisedCrossEntropyLoss,
     FocalLoss,
     LovaszSoftmaxLoss,
     build_loss,
+    class_distances,
     class_weights_from_histogram,
 )
 
@@ -190,10 +193,260 @@ def test_lovasz_of_hard_prediction_is_mean_jaccard_loss() -> None:
     assert loss.item() == pytest.approx(expected, abs=1e-9)
 
 
+# --- distance maps, boundary loss, distance-penalised CE -----------------------------------
+
+
+def edt_reference(member: np.ndarray, max_distance: int) -> np.ndarray:
+    """Distance to the nearest True pixel by brute force, clamped; the clamp where none."""
+    ys, xs = np.nonzero(member)
+    if len(ys) == 0:
+        return np.full(member.shape, float(max_distance))
+    gy, gx = np.indices(member.shape)
+    d2 = (gy[..., None] - ys) ** 2 + (gx[..., None] - xs) ** 2
+    return np.minimum(np.sqrt(d2.min(axis=-1)), max_distance)
+
+
+@pytest.mark.parametrize("max_distance", [1, 2, 5, 30, 130])  # 130: int32 arithmetic
+def test_class_distances_are_exact_up_to_the_clamp(max_distance: int) -> None:
+    g = torch.Generator().manual_seed(max_distance)
+    for h, w, density in [(1, 17, 0.1), (13, 1, 0.1), (19, 23, 0.02), (24, 20, 0.2), (9, 9, 0.0)]:
+        member = torch.rand(2, 3, h, w, generator=g) < density
+        member[0, 0, h // 2, w // 2] = True  # at least one map with a member
+        got = class_distances(member, max_distance=max_distance)
+        assert got.shape == member.shape and got.dtype == torch.float32
+        for n, c in itertools.product(range(2), range(3)):
+            expected = edt_reference(member[n, c].numpy(), max_distance)
+            np.testing.assert_allclose(got[n, c].numpy(), expected, atol=1e-5)
+
+
+def signed_distance_reference(target: np.ndarray, num_classes: int, clamp: int) -> np.ndarray:
+    """The boundary loss's (C, H, W) maps, from brute-force distances (no ignored pixels).
+
+    As the authors' ``one_hot2dist``: outside the class, the distance to it; inside, minus
+    (the distance to the nearest other pixel - 1); distances clamped.
+    """
+    maps = []
+    for c in range(num_classes):
+        pos = target == c
+        outside = edt_reference(pos, clamp)
+        inside = edt_reference(~pos, clamp)
+        maps.append(np.where(pos, 1.0 - inside, outside))
+    return np.stack(maps)
+
+
+def strip(labels: list[int]) -> torch.Tensor:
+    return torch.tensor([[labels]])
+
+
+def test_boundary_loss_on_a_strip_by_hand() -> None:
+    # classes 0 | 1 meeting between pixels 2 and 3. Unnormalised signed distances:
+    # phi_0 = [-2, -1, 0, 1, 2, 3], phi_1 = [3, 2, 1, 0, -1, -2]
+    target = strip([0, 0, 0, 1, 1, 1])
+    loss = BoundaryLoss(num_classes=2, normalise=False)
+    perfect = loss(onehot_logits(target, 2), target)
+    assert perfect.item() == pytest.approx(-6 / 6)  # -(2 + 1 + 0 + 0 + 1 + 2) / 6
+    # a one-pixel shift of the border either way puts one pixel at signed distance +1
+    for shifted in ([0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]):
+        value = loss(onehot_logits(strip(shifted), 2), target)
+        assert value.item() == pytest.approx(-5 / 6)
+    # a shift by two pixels: pixel 3 goes from 0 to +1, pixel 4 from -1 to +2
+    assert loss(onehot_logits(strip([0, 0, 0, 0, 0, 1]), 2), target).item() == pytest.approx(-2 / 6)
+    # uniform probabilities: the mean of (phi_0 + phi_1) / 2 = 1/2
+    assert loss(torch.zeros(1, 2, 1, 6), target).item() == pytest.approx(0.5)
+    # normalised: divided by the clamp
+    normed = BoundaryLoss(num_classes=2, max_distance=4)(onehot_logits(target, 2), target)
+    assert normed.item() == pytest.approx(-1 / 4)
+
+
+def test_boundary_loss_clamps_distances() -> None:
+    # 30 pixels of class 0 then 1 of class 1: the far pixels' distances stop at the clamp
+    target = strip([0] * 30 + [1])
+    wrong = onehot_logits(torch.ones_like(target), 2)  # everything predicted as class 1
+    value = BoundaryLoss(num_classes=2, max_distance=20, normalise=False)(wrong, target)
+    # class-0 pixels at distance 30 - i from class 1, clamped at 20; the class-1 pixel: 0
+    expected = sum(min(30 - i, 20) for i in range(30)) / 31
+    assert value.item() == pytest.approx(expected)
+
+
+def test_boundary_loss_matches_a_numpy_reference() -> None:
+    g = torch.Generator().manual_seed(7)
+    target = torch.randint(0, 3, (2, 9, 11), generator=g)
+    target[1] = torch.where(target[1] == 2, 0, target[1])  # class 2 absent from chip 1
+    logits = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    probs = logits.softmax(1).numpy()
+    clamp = 4
+    expected = np.mean(
+        [
+            (probs[n] * signed_distance_reference(target[n].numpy(), 3, clamp)).sum(0)
+            for n in range(2)
+        ]
+    )
+    loss = BoundaryLoss(num_classes=3, max_distance=clamp, normalise=False)(logits, target)
+    assert loss.item() == pytest.approx(expected)
+    normed = BoundaryLoss(num_classes=3, max_distance=clamp)(logits, target)
+    assert normed.item() == pytest.approx(expected / clamp)
+
+
+def test_boundary_loss_is_minimal_for_the_perfect_prediction() -> None:
+    g = torch.Generator().manual_seed(8)
+    target = torch.randint(0, 3, (1, 8, 8), generator=g)
+    target[0, :3] = IGN
+    loss = build_loss("boundary", num_classes=3)
+    assert isinstance(loss, BoundaryLoss)
+    best = loss(onehot_logits(torch.where(target == IGN, 0, target), 3), target)
+    for _ in range(20):
+        other = loss(3 * torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64), target)
+        assert other > best
+    assert -1.0 <= best.item() < 1e-9  # random labels: nearly every pixel on a border
+
+
+def test_boundary_loss_of_a_chip_with_one_class() -> None:
+    # the other class is absent: clamp-far everywhere; inside, -(clamp - 1) / clamp
+    target = torch.zeros(1, 3, 3, dtype=torch.long)
+    value = BoundaryLoss(num_classes=2, max_distance=10)(torch.zeros(1, 2, 3, 3), target)
+    assert value.item() == pytest.approx((1.0 - 9 / 10) / 2)
+
+
+def test_ignored_pixels_bound_no_region() -> None:
+    # class 0 | ignored | class 1: the class-0 pixel is 2 px from class 1, not 1
+    target = strip([0, IGN, 1])
+    loss = BoundaryLoss(num_classes=2, normalise=False)
+    # pixel 0: phi_0 = 1 - 2 = -1, pixel 2: phi_1 = -1; perfect prediction: mean -1
+    assert loss(onehot_logits(strip([0, 0, 1]), 2), target).item() == pytest.approx(-1.0)
+    dpce = DistancePenalisedCrossEntropyLoss(num_classes=2, w0=1.0, sigma=1.0)
+    logits = logits_from_probs([[0.7, 0.3], [0.5, 0.5], [0.4, 0.6]])
+    # both valid pixels are 2 - 0.5 px from the boundary: equal weights, so plain CE
+    assert dpce(logits, target).item() == pytest.approx(-(math.log(0.7) + math.log(0.6)) / 2)
+
+
+def dpce_reference(
+    logits: torch.Tensor, target: torch.Tensor, w0: float, sigma: float, clamp: int = 20
+) -> float:
+    """The weighted CE from brute-force distances to the nearest pixel of another class."""
+    num, den = 0.0, 0.0
+    logp = torch.log_softmax(logits, 1).numpy()
+    for n in range(target.shape[0]):
+        t = target[n].numpy()
+        d = np.full(t.shape, float(clamp))
+        for c in range(logits.shape[1]):
+            d = np.where(t == c, edt_reference((t != c) & (t != IGN), clamp), d)
+        w = 1 + w0 * np.exp(-((d - 0.5) ** 2) / (2 * sigma**2))
+        for y, x in zip(*np.nonzero(t != IGN), strict=True):
+            num += w[y, x] * -logp[n, t[y, x], y, x]
+            den += w[y, x]
+    return num / den
+
+
+def test_dpce_on_a_strip_by_hand() -> None:
+    target = strip([0, 0, 0, 1, 1, 1])
+    logits = logits_from_probs(
+        [[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.8, 0.2], [0.6, 0.4], [0.4, 0.6]]
+    )
+    # distances to the boundary 2.5, 1.5, 0.5, 0.5, 1.5, 2.5 px
+    w = [1 + 10 * math.exp(-(d**2) / 50) for d in (2.5, 1.5, 0.5, 0.5, 1.5, 2.5)]
+    p_true = [0.9, 0.8, 0.6, 0.2, 0.4, 0.6]
+    expected = sum(wi * -math.log(p) for wi, p in zip(w, p_true, strict=True)) / sum(w)
+    loss = build_loss("dpce", num_classes=2)
+    assert isinstance(loss, DistancePenalisedCrossEntropyLoss)
+    assert (loss.w0, loss.sigma, loss.max_distance) == (10.0, 5.0, 20)
+    assert loss(logits, target).item() == pytest.approx(expected)
+    # the boundary pixels weigh most: a mistake there costs more than one far from it
+    ce = CrossEntropyLoss(num_classes=2)(logits, target)
+    assert loss(logits, target) > ce  # the worst pixels (0.6, 0.2) sit at the boundary
+
+
+def test_dpce_matches_a_numpy_reference(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = batch
+    for w0, sigma in [(10.0, 5.0), (3.0, 1.0)]:
+        loss = DistancePenalisedCrossEntropyLoss(num_classes=4, w0=w0, sigma=sigma)
+        assert loss(logits, target).item() == pytest.approx(
+            dpce_reference(logits, target, w0, sigma)
+        )
+
+
+def test_dpce_without_penalty_or_boundary_is_ce(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = batch
+    ce = CrossEntropyLoss(num_classes=4)(logits, target)
+    no_penalty = DistancePenalisedCrossEntropyLoss(num_classes=4, w0=0.0)(logits, target)
+    torch.testing.assert_close(no_penalty, ce)
+    # one class and ignored pixels only: no boundary, every weight the same
+    single = torch.where(target == IGN, IGN, 2)
+    torch.testing.assert_close(
+        build_loss("dpce", num_classes=4)(logits, single),
+        CrossEntropyLoss(num_classes=4)(logits, single),
+    )
+
+
+def test_dpce_with_class_weights(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = batch
+    cw = [0.5, 2.0, 1.0, 0.0]
+    loss = DistancePenalisedCrossEntropyLoss(num_classes=4, weight=cw)
+    # reference: pixel weights times class weights, normalised by their sum
+    logp = torch.log_softmax(logits, 1).numpy()
+    num, den = 0.0, 0.0
+    for n in range(2):
+        t = target[n].numpy()
+        d = np.full(t.shape, 20.0)
+        for c in range(4):
+            d = np.where(t == c, edt_reference((t != c) & (t != IGN), 20), d)
+        w = (1 + 10 * np.exp(-((d - 0.5) ** 2) / 50)) * np.asarray(cw)[np.where(t == IGN, 0, t)]
+        for y, x in zip(*np.nonzero(t != IGN), strict=True):
+            num += w[y, x] * -logp[n, t[y, x], y, x]
+            den += w[y, x]
+    assert loss(logits, target).item() == pytest.approx(num / den)
+    assert "weight" in dict(loss.named_buffers())
+
+
+@pytest.mark.parametrize("spec", ["boundary", "dpce", "ce+boundary", "dpce+dice"])
+def test_distance_losses_are_deterministic_with_finite_gradients(
+    spec: str, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    logits, target = batch
+    results = []
+    for _ in range(2):
+        z = logits.clone().float().requires_grad_(True)
+        value = build_loss(spec, num_classes=4)(z, target)
+        value.backward()
+        assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        results.append((value.detach(), z.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_new_terms_in_specs(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = batch
+    ce = CrossEntropyLoss(num_classes=4)(logits, target)
+    boundary = BoundaryLoss(num_classes=4)(logits, target)
+    dpce = DistancePenalisedCrossEntropyLoss(num_classes=4)(logits, target)
+    dice = DiceLoss(num_classes=4)(logits, target)
+    summed = build_loss("ce+boundary", num_classes=4)
+    assert isinstance(summed, CombinedLoss) and summed.names == ("ce", "boundary")
+    torch.testing.assert_close(summed(logits, target), ce + boundary)
+    for spec in ("ce+0.5*boundary", "CE + Boundary*0.5"):
+        torch.testing.assert_close(
+            build_loss(spec, num_classes=4)(logits, target), ce + 0.5 * boundary
+        )
+    torch.testing.assert_close(build_loss("dpce+dice", num_classes=4)(logits, target), dpce + dice)
+    with pytest.raises(InputError, match="bad term 'boundry'") as exc:
+        build_loss("ce+boundry", num_classes=4)
+    assert "boundary" in str(exc.value) and "dpce" in str(exc.value)
+
+
+def test_distance_loss_argument_errors() -> None:
+    with pytest.raises(InputError, match="max_distance=0"):
+        BoundaryLoss(num_classes=2, max_distance=0)
+    with pytest.raises(InputError, match="max_distance=2.5"):
+        DistancePenalisedCrossEntropyLoss(num_classes=2, max_distance=2.5)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="sigma"):
+        DistancePenalisedCrossEntropyLoss(num_classes=2, sigma=0.0)
+    with pytest.raises(InputError, match="w0"):
+        DistancePenalisedCrossEntropyLoss(num_classes=2, w0=-1.0)
+
+
 # --- ignore index ---------------------------------------------------------------------------
 
 
-SPECS = ["ce", "wce", "dice", "focal", "lovasz", "ce+dice", "0.5*lovasz+focal"]
+SPECS = [*LOSSES, "ce+dice", "0.5*lovasz+focal", "ce+boundary", "dpce+dice"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -480,7 +733,7 @@ def test_sync_free_losses_equal_the_branching_formulas(
         assert new.item() == 0.0 and (new_grad == 0).all()
 
 
-@pytest.mark.parametrize("spec", [*LOSSES, "ce+dice", "0.5*lovasz+focal"])
+@pytest.mark.parametrize("spec", [*LOSSES, "ce+dice", "0.5*lovasz+focal", "ce+0.5*boundary"])
 def test_no_loss_reads_a_value_on_the_host(
     spec: str, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
