@@ -168,6 +168,7 @@ _GEOSEG = (
     _PEAK
     + """
 import json, sys, time
+import pyogrio  # the writer, imported before the clock as in the naive child
 from geoseg.vectorize import VectorizeOptions, vectorize_raster
 t = time.perf_counter()
 rep = vectorize_raster(sys.argv[1], sys.argv[2], options=VectorizeOptions(

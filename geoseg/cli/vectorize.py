@@ -31,6 +31,14 @@ from geoseg.options import VectorizeOptions
 @record_option(VectorizeOptions, "hole_area")
 @record_option(VectorizeOptions, "simplify")
 @record_option(VectorizeOptions, "regularize")
+@record_option(
+    VectorizeOptions, "dsm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@record_option(
+    VectorizeOptions, "contact", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@record_option(VectorizeOptions, "height_step", metavar="M")
+@record_option(VectorizeOptions, "contact_threshold", metavar="P")
 @record_option(VectorizeOptions, "centerlines")
 @record_option(VectorizeOptions, "spur_length")
 @record_option(VectorizeOptions, "format")
@@ -51,6 +59,8 @@ def vectorize(
     \b
     $ geoseg vectorize classes.tif -o city.gpkg
     $ geoseg vectorize classes.tif -o city.gpkg --min-area 4 --simplify 0.25 --regularize
+    $ geoseg vectorize classes.tif -o city.gpkg --dsm dsm.tif --regularize
+    $ geoseg vectorize classes.tif -o city.gpkg --contact city_contact.tif
     $ geoseg vectorize classes.tif -o city.gpkg --classes road --centerlines
     $ geoseg vectorize classes.tif -o city_parquet --format parquet --probabilities probs.tif
     """

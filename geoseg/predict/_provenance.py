@@ -146,6 +146,7 @@ def finish(
         scene=run.spec.id,
         options=opts,
         schema=meta.schema,
+        model_gsd=meta.gsd,
     )
     paths = run.paths
     # Outputs of an interrupted run may be replaced; anything else was checked up front.

@@ -4,7 +4,8 @@ geoseg stores what a raster is in its GDAL metadata (GeoTIFF tags):
 
 * prediction rasters (:func:`provenance_tags`): ``GEOSEG_VERSION``, ``GEOSEG_MODEL_SHA256``,
   ``GEOSEG_MODEL``, ``GEOSEG_BANDS`` (comma-separated), ``GEOSEG_SCENE``, ``GEOSEG_OPTIONS``
-  (JSON, sorted keys) and ``GEOSEG_SCHEMA`` (``ClassSchema.to_dict()`` as JSON);
+  (JSON, sorted keys), ``GEOSEG_SCHEMA`` (``ClassSchema.to_dict()`` as JSON) and
+  ``GEOSEG_MODEL_GSD`` (the model's ground sample distance: the map's true detail);
 * training chips (:class:`ChipTags`): ``GEOSEG_SCENE``, ``GEOSEG_WINDOW``, ``GEOSEG_BANDS``
   (a JSON list), ``GEOSEG_VALID``, ``GEOSEG_HISTOGRAM``, ``GEOSEG_IGNORED`` and, for a chip
   with a contact target, ``GEOSEG_CONTACT``, so that a store's index can be rebuilt from its
@@ -17,6 +18,7 @@ summary both use it, so a bad tag fails the same way in each.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ __all__ = [
     "CONTACT_TAG",
     "HISTOGRAM_TAG",
     "IGNORED_TAG",
+    "MODEL_GSD_TAG",
     "MODEL_SHA256_TAG",
     "MODEL_TAG",
     "OPTIONS_TAG",
@@ -40,6 +43,7 @@ __all__ = [
     "VERSION_TAG",
     "WINDOW_TAG",
     "ChipTags",
+    "model_gsd_from_tags",
     "provenance_tags",
     "schema_from_tags",
     "write_tags",
@@ -51,6 +55,8 @@ MODEL_SHA256_TAG = "GEOSEG_MODEL_SHA256"
 """SHA-256 of the checkpoint file a prediction came from."""
 MODEL_TAG = "GEOSEG_MODEL"
 """Model name of a prediction."""
+MODEL_GSD_TAG = "GEOSEG_MODEL_GSD"
+"""The ground sample distance (m) the prediction's model saw: its detail, whatever the grid's."""
 BANDS_TAG = "GEOSEG_BANDS"
 """Bands a prediction's model saw (comma-separated), or a chip's bands (a JSON list)."""
 SCENE_TAG = "GEOSEG_SCENE"
@@ -85,6 +91,7 @@ def provenance_tags(
     scene: str,
     options: Mapping[str, object],
     schema: ClassSchema,
+    model_gsd: float | None = None,
 ) -> dict[str, str]:
     """The ``GEOSEG_*`` tags of a prediction raster.
 
@@ -96,11 +103,14 @@ def provenance_tags(
         scene: Scene id.
         options: Prediction options (JSON-able); stored with sorted keys.
         schema: Class schema (read back by :func:`schema_from_tags`).
+        model_gsd: The model's ground sample distance, m (read back by
+            :func:`model_gsd_from_tags`).
 
     Returns:
         Tag name to value (e.g. for ``write_classes(..., tags=...)``).
     """
-    return {
+    gsd = {MODEL_GSD_TAG: f"{model_gsd:.6g}"} if model_gsd is not None and model_gsd > 0 else {}
+    return gsd | {
         VERSION_TAG: version,
         MODEL_SHA256_TAG: model_sha256,
         MODEL_TAG: model,
@@ -170,6 +180,16 @@ class ChipTags:
 def write_tags(ds: rasterio.io.DatasetWriter, tags: Mapping[str, object]) -> None:
     """Store ``tags`` in an open dataset's GDAL metadata (values as ``str``)."""
     ds.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def model_gsd_from_tags(source: Mapping[str, str] | rasterio.io.DatasetReader) -> float | None:
+    """The model GSD (m) a prediction raster records, or None (no tag, or not a number)."""
+    tags = source if isinstance(source, Mapping) else source.tags()
+    try:
+        value = float(tags.get(MODEL_GSD_TAG, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def schema_from_tags(

@@ -22,7 +22,9 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-__all__ = ["canonical_polygon", "node_mask"]
+from geoseg.vectorize._outlines import polygons_from_rings
+
+__all__ = ["canonical_polygon", "drop_collinear", "node_mask"]
 
 
 def node_mask(values: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
@@ -204,3 +206,36 @@ def polygon_parts(geom: shapely.Geometry) -> list[Polygon]:
         if isinstance(p, Polygon | MultiPolygon) or shapely.get_type_id(p) == 7:
             out.extend(polygon_parts(p))
     return out
+
+
+def drop_collinear(polygons: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """Polygons without the vertices where their rings run straight on (vectorized).
+
+    For valid polygons with integer vertices (pixel outlines and unions of them) this gives
+    the vertices of ``shapely.simplify(g, 0)`` (ring starts included) without its repair
+    step, at a fraction of its cost; a valid polygon stays valid.
+
+    Args:
+        polygons: Polygons (no other geometry type).
+
+    Returns:
+        The polygons, each ring keeping only its turning vertices.
+    """
+    if len(polygons) == 0:
+        return polygons
+    _, coords, (ring_off, poly_off) = shapely.to_ragged_array(polygons)
+    size = np.diff(ring_off) - 1  # open ring lengths
+    is_open = np.ones(len(coords), dtype=bool)
+    is_open[ring_off[1:] - 1] = False
+    pts = coords[is_open]
+    ring = np.repeat(np.arange(len(size)), size)
+    first = np.cumsum(size) - size
+    i = np.arange(len(pts))
+    pos = i - first[ring]
+    prev = np.where(pos == 0, i + size[ring] - 1, i - 1)
+    nxt = np.where(pos == size[ring] - 1, i - size[ring] + 1, i + 1)
+    d_in, d_out = pts - pts[prev], pts[nxt] - pts
+    keep = d_in[:, 0] * d_out[:, 1] != d_in[:, 1] * d_out[:, 0]
+    return polygons_from_rings(
+        pts[keep], np.bincount(ring[keep], minlength=len(size)), poly_off[:-1]
+    )

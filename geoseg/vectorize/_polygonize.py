@@ -1,8 +1,9 @@
 """Block-wise polygonization with an exact merge across block borders.
 
 Each block is labelled into 4-connected components per requested class and polygonized
-with ``rasterio.features.shapes`` in *pixel* coordinates (a pure translation by the block
-offset), so vertices are exact integers that agree across blocks. A component that touches
+in *pixel* coordinates (:func:`geoseg.vectorize._outlines.trace_outlines`: the polygons of
+``rasterio.features.shapes``, traced with whole-array operations), so vertices are exact
+integers that agree across blocks. A component that touches
 an internal block border is joined with the components on the other side that share border
 *pixels edges* with it (same class, 4-adjacent across the border): exactly the rule of a
 whole-raster 4-connected polygonization, so pieces that only touch at a corner stay apart.
@@ -17,14 +18,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import rasterio
-import rasterio.features
 import shapely
-from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from scipy import ndimage
@@ -33,13 +31,16 @@ from shapely.geometry import MultiPolygon, Polygon
 from geoseg._io import ignoring
 from geoseg.errors import InputError
 from geoseg.raster.source import gdal_call
-from geoseg.vectorize._clean import node_mask, polygon_parts
+from geoseg.vectorize._clean import drop_collinear, node_mask, polygon_parts
+from geoseg.vectorize._outlines import Rings, trace_rings
 
 __all__ = [
     "BlockResult",
     "BorderMerger",
+    "InnerPieces",
     "Piece",
     "internal_edge_ids",
+    "merge_pieces",
     "polygonize_block",
 ]
 
@@ -61,6 +62,9 @@ class Piece:
         nodes: Sorted keys (``row * (width + 1) + col``) of node corners on its border.
         row: Block row where it starts (the smallest block row of its members).
         ids: Global ids of the block pieces it was made of.
+        clean: ``geom`` is valid and has a vertex only where its outline turns (a traced
+            outline, or a merge of them): cleaning without simplification leaves it as it
+            is. Leave it False for a geometry made otherwise (split, edited...).
     """
 
     cls: int
@@ -70,6 +74,26 @@ class Piece:
     nodes: npt.NDArray[np.int64]
     row: int
     ids: tuple[int, ...] = ()
+    clean: bool = False
+
+
+@dataclass
+class InnerPieces:
+    """Pieces of a block that no other block can join, as arrays (finished in bulk).
+
+    Their outlines are clean (see :attr:`Piece.clean`); they have no node corners.
+
+    Attributes:
+        cls: Class index of each.
+        rings: Their outlines (integer pixel corners), as traced.
+        count: Number of pixels of each.
+        prob_sum: Sum of the class probability (0..255) over its pixels.
+    """
+
+    cls: npt.NDArray[np.int64]
+    rings: Rings
+    count: npt.NDArray[np.int64]
+    prob_sum: npt.NDArray[np.float64]
 
 
 @dataclass
@@ -85,6 +109,7 @@ class BlockResult:
     right: npt.NDArray[np.int64]
     n_labels: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    inner: InnerPieces | None = None
 
 
 def read_with_halo(
@@ -116,73 +141,6 @@ def _read_error(path: str, window: Window, message: str) -> InputError:
     )
 
 
-def _polygons_from_shapes(
-    shapes: list[tuple[dict[str, Any], float]], shift: float = 0.0
-) -> list[Polygon]:
-    """GeoJSON-like polygons to shapely, in a few vectorized calls, moved by ``-shift``."""
-    if not shapes:
-        return []
-    coords: list[tuple[float, float]] = []
-    ring_len: list[int] = []
-    ring_owner: list[int] = []
-    for k, (geojson, _) in enumerate(shapes):
-        for ring in geojson["coordinates"]:
-            coords.extend(ring)
-            ring_len.append(len(ring))
-            ring_owner.append(k)
-    xy = np.asarray(coords, dtype=np.float64)
-    if shift:
-        xy -= shift  # exact: integer pixel corners
-    rings = shapely.linearrings(
-        xy,
-        indices=np.repeat(np.arange(len(ring_len)), ring_len),
-    )
-    polys = shapely.polygons(rings, indices=np.asarray(ring_owner))
-    return list(polys)
-
-
-_SHIFT = 1
-"""Pixels added to both offsets of the polygonized block, then subtracted (see _shapes)."""
-
-
-def _mem(array: npt.NDArray[Any], transform: Affine) -> rasterio.io.DatasetWriter:
-    """A 1-band in-memory GDAL dataset holding ``array``, with ``transform``."""
-    ds = rasterio.open(
-        "/vsimem/geoseg-polygonize",  # the MEM driver creates nothing under this name
-        "w",
-        driver="MEM",
-        width=array.shape[1],
-        height=array.shape[0],
-        count=1,
-        dtype=array.dtype,
-        transform=transform,
-    )
-    ds.write(array, 1)
-    return ds
-
-
-def _shapes(
-    labels: npt.NDArray[np.int32], col_off: int, row_off: int
-) -> list[tuple[dict[str, Any], float]]:
-    """``rasterio.features.shapes`` of the labelled pixels, shifted by ``_SHIFT`` pixels.
-
-    The coordinates are scene pixel corners plus ``_SHIFT``. Given NumPy arrays, ``shapes``
-    wraps them in datasets that have no geotransform, and rasterio raises and silences its
-    NotGeoreferencedWarning inside ``warnings.catch_warnings``, which is not thread-safe: a
-    thread leaving its own ``catch_warnings`` can restore filters under which the warning
-    escapes (an error where warnings are errors). So the labels and the mask go in MEM
-    datasets created with a geotransform, and no warning is raised at all. That transform is
-    never the identity (which rasterio warns about too): the block offset plus one pixel.
-    """
-    tf = Affine.translation(col_off + _SHIFT, row_off + _SHIFT)
-    with _mem(labels, tf) as ds, _mem((labels > 0).view(np.uint8), tf) as ms:
-        return list(
-            rasterio.features.shapes(
-                rasterio.band(ds, 1), mask=rasterio.band(ms, 1), connectivity=4
-            )
-        )
-
-
 def label_block(
     values: npt.NDArray[np.integer], classes: tuple[int, ...]
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
@@ -191,18 +149,70 @@ def label_block(
     Returns:
         The label image (0 = none) and the class of each id (index 0 unused).
     """
-    labels = np.zeros(values.shape, dtype=np.int32)
-    cls_of = [np.int64(-1)]
+    labels: npt.NDArray[np.int32] | None = None
+    found: list[tuple[int, int]] = []
     offset = 0
     for k in classes:
         mask = values == k
         if not mask.any():
             continue
-        lab, n = ndimage.label(mask)
-        labels[mask] = lab[mask] + offset
-        cls_of.extend([np.int64(k)] * n)
+        lab, n = ndimage.label(mask, output=np.int32)  # type: ignore[misc]
+        if labels is None:
+            labels = lab
+        else:
+            np.add(lab, offset, out=lab, where=mask)
+            labels += lab  # 0 outside this class
+        found.append((k, n))
         offset += n
-    return labels, np.asarray(cls_of, dtype=np.int64)
+    if labels is None:
+        labels = np.zeros(values.shape, dtype=np.int32)
+    cls_of = np.repeat(
+        np.array([-1] + [k for k, _ in found], dtype=np.int64), [1] + [n for _, n in found]
+    )
+    return labels, cls_of
+
+
+def _pixel_counts(rings: Rings) -> npt.NDArray[np.int64]:
+    """The pixels of each traced outline: its area, exactly (shell less holes)."""
+    area2 = np.abs(rings.ring_area())
+    is_hole = np.ones(len(area2), dtype=bool)
+    is_hole[rings.first] = False
+    area2[is_hole] *= -1
+    return np.add.reduceat(area2, rings.first) // 2
+
+
+def _piece_nodes(
+    values: npt.NDArray[np.int16],
+    labels: npt.NDArray[np.int32],
+    *,
+    halo: int,
+    r0: int,
+    c0: int,
+    width: int,
+    n: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """The node corners on the border of each piece of a block.
+
+    Returns:
+        Node keys (``row * (width + 1) + col``) sorted by piece and key, unique per piece,
+        and where each piece's run starts (``keys[starts[i] : starts[i + 1]]``: piece i).
+    """
+    h, w = labels.shape
+    nm = node_mask(values[halo - 1 : halo + h + 1, halo - 1 : halo + w + 1])
+    ni, nj = np.nonzero(nm)
+    keys = (r0 + ni).astype(np.int64) * (width + 1) + (c0 + nj)
+    lab_parts, key_parts = [], []
+    for di, dj in ((-1, -1), (-1, 0), (0, -1), (0, 0)):
+        pi, pj = ni + di, nj + dj
+        ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
+        lab = labels[pi[ok], pj[ok]]
+        sel = lab > 0
+        lab_parts.append(lab[sel])
+        key_parts.append(keys[ok][sel])
+    lab_all = np.concatenate(lab_parts)
+    key_all = np.concatenate(key_parts)
+    pairs = np.unique(np.stack([lab_all.astype(np.int64), key_all], axis=1), axis=0)
+    return pairs[:, 1], np.searchsorted(pairs[:, 0], np.arange(n + 2))
 
 
 def polygonize_block(
@@ -217,6 +227,8 @@ def polygonize_block(
     halo: int = 1,
     nodes_needed: bool = True,
     georeferenced: bool = True,
+    grid: tuple[int, int] | None = None,
+    hold: tuple[int, ...] = (),
 ) -> tuple[BlockResult, npt.NDArray[np.int16]]:
     """Polygonize one block of a class raster (opens the file itself; safe in threads).
 
@@ -233,6 +245,11 @@ def polygonize_block(
         georeferenced: Whether the class raster has a geotransform; without one, rasterio
             warns when it is opened and that warning is silenced (a process of its own, or
             the caller's thread: nothing else of geoseg reads such a file concurrently).
+        grid: The block grid's (rows, columns). Given (and ``nodes_needed`` false), the
+            pieces that touch no internal block border (no other block can join them),
+            of a class not in ``hold``, come back as arrays (``inner``) to be finished in
+            bulk rather than as :class:`Piece` records.
+        hold: Classes whose pieces are always :class:`Piece` records.
 
     Returns:
         The block result (ids local to the block, 1..n) and the haloed class values.
@@ -258,8 +275,8 @@ def polygonize_block(
     labels, cls_of = label_block(core, classes)
     n = len(cls_of) - 1
     pieces: dict[int, Piece] = {}
+    inner: InnerPieces | None = None
     if n:
-        counts = np.bincount(labels.ravel(), minlength=n + 1)
         sums = np.zeros(n + 1, dtype=np.float64)
         if prob_path is not None:
             ppath = prob_path
@@ -275,40 +292,45 @@ def polygonize_block(
                         sums[:] += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
 
             gdal_call(add_probabilities, lambda m: _read_error(ppath, window, m))
-        # Node corners, assigned to the pieces around them (sorted, unique per piece).
-        if nodes_needed:
-            nm = node_mask(values[halo - 1 : halo + h + 1, halo - 1 : halo + w + 1])
-        else:
-            nm = np.zeros((h + 1, w + 1), dtype=bool)
-        ni, nj = np.nonzero(nm)
-        keys = (r0 + ni).astype(np.int64) * (width + 1) + (c0 + nj)
-        lab_parts, key_parts = [], []
-        for di, dj in ((-1, -1), (-1, 0), (0, -1), (0, 0)):
-            pi, pj = ni + di, nj + dj
-            ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
-            lab = labels[pi[ok], pj[ok]]
-            sel = lab > 0
-            lab_parts.append(lab[sel])
-            key_parts.append(keys[ok][sel])
-        lab_all = np.concatenate(lab_parts) if lab_parts else np.zeros(0, np.int32)
-        key_all = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
-        pairs = np.unique(np.stack([lab_all.astype(np.int64), key_all], axis=1), axis=0)
-        lab_all, key_all = pairs[:, 0], pairs[:, 1]
-        bounds = np.searchsorted(lab_all, np.arange(n + 2))
-        shapes = _shapes(labels, c0, r0)
-        geoms = _polygons_from_shapes(shapes, shift=_SHIFT)
-        for (_, value), geom in zip(shapes, geoms, strict=False):
-            i = int(value)
-            if i in pieces:  # cannot happen for 4-connected labels; be safe
-                geom = shapely.union_all([pieces[i].geom, geom])
-            nodes = key_all[bounds[i] : bounds[i + 1]] if nodes_needed else _NO_NODES
-            pieces[i] = Piece(
-                cls=int(cls_of[i]),
-                geom=geom,
-                count=int(counts[i]),
-                prob_sum=float(sums[i]),
-                nodes=nodes,
+        nodes = (
+            _piece_nodes(values, labels, halo=halo, r0=r0, c0=c0, width=width, n=n)
+            if nodes_needed
+            else None
+        )
+        rings = trace_rings(labels, col_off=c0, row_off=r0)  # labels 1..n, in order
+        counts = _pixel_counts(rings)
+        record = np.ones(n, dtype=bool)
+        if grid is not None and nodes is None:
+            on_edge = np.zeros(n + 1, dtype=bool)
+            edges = (
+                (row > 0, labels[0, :]),
+                (row < grid[0] - 1, labels[-1, :]),
+                (col > 0, labels[:, 0]),
+                (col < grid[1] - 1, labels[:, -1]),
+            )
+            for internal, edge in edges:
+                if internal:
+                    on_edge[edge] = True
+            record = on_edge[1:] | np.isin(cls_of[1:], hold)
+            bulk = ~record
+            inner = InnerPieces(
+                cls=cls_of[1:][bulk],
+                rings=rings.select(bulk),
+                count=counts[bulk],
+                prob_sum=sums[1:][bulk],
+            )
+        ids = np.flatnonzero(record)
+        geom_l = rings.select(record).polygons().tolist()
+        cls_l, sum_l, count_l = cls_of.tolist(), sums.tolist(), counts.tolist()
+        for j, i in enumerate(ids.tolist()):
+            pieces[i + 1] = Piece(
+                cls=cls_l[i + 1],
+                geom=geom_l[j],
+                count=count_l[i],
+                prob_sum=sum_l[i + 1],
+                nodes=_NO_NODES if nodes is None else nodes[0][nodes[1][i + 1] : nodes[1][i + 2]],
                 row=row,
+                clean=True,
             )
     res = BlockResult(
         row=row,
@@ -319,6 +341,7 @@ def polygonize_block(
         left=labels[:, 0].astype(np.int64),
         right=labels[:, -1].astype(np.int64),
         n_labels=n,
+        inner=inner,
     )
     return res, values
 
@@ -378,10 +401,17 @@ class BorderMerger:
 
     def add_row(self, blocks: list[BlockResult]) -> list[Piece]:
         """Add one block row (all its blocks, any order); return the groups now final."""
+        return [merge_pieces(g) for g in self.add_row_groups(blocks)]
+
+    def add_row_groups(self, blocks: list[BlockResult]) -> list[list[Piece]]:
+        """Like :meth:`add_row`, but each final group as its members, not yet merged.
+
+        Merging is left to the caller (:func:`merge_pieces`, e.g. in a worker process).
+        """
         blocks = sorted(blocks, key=lambda b: b.col)
         row = blocks[0].row
         last_row = row == self.n_rows - 1
-        finals: list[Piece] = []
+        finals: list[list[Piece]] = []
         tops, bottoms = [], []
         border_ids: set[int] = set()
         rights: list[npt.NDArray[np.int64]] = []
@@ -408,7 +438,7 @@ class BorderMerger:
                     self._parent[gid] = gid
                     border_ids.add(gid)
                 else:
-                    finals.append(piece)
+                    finals.append([piece])
         # Vertical borders inside this row.
         for c in range(len(blocks) - 1):
             self._join(rights[c], lefts[c + 1])
@@ -430,7 +460,7 @@ class BorderMerger:
         for root, members in groups.items():
             if root in keep_roots:
                 continue
-            finals.append(self._merge([self._pending.pop(i) for i in members]))
+            finals.append([self._pending.pop(i) for i in members])
         # Forget union-find entries of finished groups.
         live = set(self._pending)
         self._parent = {i: self._find(i) for i in self._parent if i in live}
@@ -447,22 +477,64 @@ class BorderMerger:
             if pi is not None and pj is not None and pi.cls == pj.cls:
                 self._union(i, j)
 
-    @staticmethod
-    def _merge(members: list[Piece]) -> Piece:
-        if len(members) == 1:
-            return members[0]
-        # Pixel outlines: axis-parallel edges on integer coordinates, so the floating-point
-        # overlay is exact (the same polygon as a fixed-precision one, 2.5x faster).
-        geom = shapely.union_all([m.geom for m in members])
-        parts = polygon_parts(geom)
+
+def merge_pieces(members: list[Piece], *, tidy: bool = True) -> Piece:
+    """One piece from a group of pieces joined across block borders.
+
+    Pixel outlines: axis-parallel edges on integer coordinates, so the floating-point
+    overlay is exact (the same polygon as a fixed-precision one, 2.5x faster).
+
+    Args:
+        members: The group.
+        tidy: Drop the union's vertices where a block border cut a straight outline
+            (:func:`drop_collinear`), so that the result is clean like a traced outline.
+            Regularization reads the union as it is (its outlines depend on those
+            vertices).
+    """
+    if len(members) == 1:
+        return members[0]
+    clean = tidy and all(m.clean for m in members)
+    merged: Polygon | MultiPolygon | None = (
+        _union_clean([m.geom for m in members]) if clean else None
+    )
+    if merged is None:
+        parts = polygon_parts(shapely.union_all([m.geom for m in members]))
         if len(parts) != 1:  # pieces joined by shared edges form one polygon; be safe
             logger.warning("a merged group gave %d polygons instead of 1", len(parts))
-        return Piece(
-            cls=members[0].cls,
-            geom=parts[0] if len(parts) == 1 else MultiPolygon(parts),
-            count=sum(m.count for m in members),
-            prob_sum=sum(m.prob_sum for m in members),
-            nodes=np.unique(np.concatenate([m.nodes for m in members])),
-            row=min(m.row for m in members),
-            ids=tuple(i for m in members for i in m.ids),
-        )
+        clean = clean and len(parts) == 1
+        if clean:
+            merged = drop_collinear(np.asarray(parts, dtype=object))[0]
+        else:
+            merged = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+    return Piece(
+        cls=members[0].cls,
+        geom=merged,
+        count=sum(m.count for m in members),
+        prob_sum=sum(m.prob_sum for m in members),
+        nodes=np.unique(np.concatenate([m.nodes for m in members])),
+        row=min(m.row for m in members),
+        ids=tuple(i for m in members for i in m.ids),
+        clean=clean,
+    )
+
+
+def _union_clean(geoms: list[Polygon | MultiPolygon]) -> Polygon | None:
+    """The union of clean pixel outlines of one group, clean; None if it is not a polygon.
+
+    A hole of a block's piece lies inside that block, away from its edges, where no other
+    piece is: the union is the union of the shells, with every hole added back as it is.
+    Only the shells (a small part of the vertices of a road network) go through the
+    overlay, which is exact on pixel corners.
+    """
+    arr = np.asarray(geoms, dtype=object)
+    if not np.all(shapely.get_type_id(arr) == 3):
+        return None
+    shells = shapely.union_all(shapely.polygons(shapely.get_exterior_ring(arr)))
+    if shapely.get_type_id(shells) != 3:
+        return None
+    shells = drop_collinear(np.asarray([shells], dtype=object))[0]
+    rings, owner = shapely.get_rings(arr, return_index=True)
+    is_hole = np.ones(len(rings), dtype=bool)
+    is_hole[np.searchsorted(owner, np.arange(len(arr)))] = False  # each one's shell first
+    holes = np.concatenate([shapely.get_rings(shells)[1:], rings[is_hole]])
+    return shapely.polygons(shapely.get_exterior_ring(shells), holes=holes)

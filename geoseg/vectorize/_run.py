@@ -4,11 +4,12 @@ The steps: read the raster's header and class schema
 (:func:`geoseg.raster.tags.schema_from_tags`), check the optional probability raster, resolve
 one :class:`~geoseg.vectorize._features.FeatureContext` (pixel size, tolerances in pixels),
 then polygonize the blocks row by row in worker processes
-(:func:`geoseg.vectorize._polygonize.polygonize_block`), join the pieces that cross block
-borders (:class:`~geoseg.vectorize._polygonize.BorderMerger`) and finish the final pieces
-into features (:mod:`geoseg.vectorize._features`), appended to the output as they come
-(:class:`~geoseg.vectorize._write.FeatureSink`). Road centre-lines and the default QGIS
-styles are written last.
+(:func:`geoseg.vectorize._polygonize.polygonize_block`; a block finishes at once the pieces
+no other block can join), find the groups of pieces that cross block borders
+(:class:`~geoseg.vectorize._polygonize.BorderMerger`, ids only) and merge and finish each
+group in a worker (:func:`~geoseg.vectorize._features.finish_groups`), the features going to
+the output as they come (:class:`~geoseg.vectorize._write.FeatureSink`). Road centre-lines
+and the default QGIS styles are written last.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -35,7 +36,7 @@ from geoseg._io import atomic_path, check_memory, check_output
 from geoseg.errors import ConfigError, GridMismatchError, InputError
 from geoseg.grid import block_rows, crs_unit_metres
 from geoseg.raster.source import open_raster
-from geoseg.raster.tags import schema_from_tags
+from geoseg.raster.tags import model_gsd_from_tags, schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 from geoseg.vectorize._features import (
     Batch,
@@ -43,16 +44,20 @@ from geoseg.vectorize._features import (
     LayerTarget,
     Regularizer,
     finish,
+    finish_groups,
+    finish_inner,
     measure,
     regularize_batch,
     to_map,
 )
+from geoseg.vectorize._instances import check_split_source
 from geoseg.vectorize._options import VectorizeOptions, VectorizeReport
 from geoseg.vectorize._polygonize import (
     BlockResult,
     BorderMerger,
     Piece,
     internal_edge_ids,
+    merge_pieces,
     polygonize_block,
 )
 
@@ -84,6 +89,7 @@ class _Source:
     width: int
     nodata: float | None
     georeferenced: bool  # has a geotransform (rasterio warns when it opens one without)
+    model_gsd: float | None = None  # the detail of a prediction (its GEOSEG_MODEL_GSD tag)
 
 
 def _read_source(path: Path, fallback_schema: str) -> _Source:
@@ -112,6 +118,7 @@ def _read_source(path: Path, fallback_schema: str) -> _Source:
             width=src.width,
             nodata=src.nodata,
             georeferenced=georeferenced,
+            model_gsd=model_gsd_from_tags(src),
         )
 
 
@@ -198,6 +205,7 @@ def _context(
         },
         has_prob=has_prob,
         targets={t.cls: t for t in targets},
+        detail=max(1.0, source.model_gsd / px_m) if source.model_gsd and px_m > 0 else 1.0,
         size=(source.width, source.height),
     )
     return ctx, px_m
@@ -236,10 +244,16 @@ def _block_task(job: _BlockJob) -> BlockResult:
         halo=job.halo,
         nodes_needed=job.ctx.tol_px > 0,
         georeferenced=job.georeferenced,
+        # Pieces no other block can join are finished in bulk (arrays, no records) unless
+        # they need finishing one by one: simplification, splitting into instances.
+        grid=(job.n_rows, job.n_cols) if job.ctx.split is None else None,
+        hold=job.hold,
     )
     border = internal_edge_ids(res, job.n_rows, job.n_cols)
     inline = [i for i, p in res.pieces.items() if i not in border and p.cls not in job.hold]
-    res.extra["batches"] = finish([res.pieces.pop(i) for i in inline], job.ctx)
+    batches = finish_inner(res.inner, job.ctx) if res.inner is not None else []
+    res.inner = None
+    res.extra["batches"] = batches + finish([res.pieces.pop(i) for i in inline], job.ctx)
     if job.road_cls is not None:
         from geoseg.vectorize._centerlines import block_segments
 
@@ -357,16 +371,17 @@ def _drive_blocks(
                 if isinstance(done_batches, list):
                     for layer, geoms, values in done_batches:
                         sink.add_many(layer, geoms, values)
-            finals = merger.add_row(results)
+            # Final groups are merged where they are finished: in the workers.
+            groups = merger.add_row_groups(results)
             last = r == len(jobs) - 1
-            plain: list[Piece] = []
-            for p in finals:
-                if regularizer is not None and p.cls == regularizer.cls:
-                    regularizer.add(p)
+            plain: list[list[Piece]] = []
+            for g in groups:
+                if regularizer is not None and g[0].cls == regularizer.cls:
+                    regularizer.add(merge_pieces(g, tidy=False))
                 else:
-                    plain.append(p)
+                    plain.append(g)
             for chunk in _chunks(plain, 256):
-                finishing.append(pool.submit(finish, chunk, ctx))
+                finishing.append(pool.submit(finish_groups, chunk, ctx))
             if regularizer is not None:
                 first = jobs[r][0].window
                 y_done = float(first.row_off + first.height)
@@ -490,12 +505,25 @@ def vectorize_raster(
     road_cls = schema.index(schema.road_class) if options.centerlines else None
     building = next((t for t in targets if t.layer == "buildings"), None)
     regularizer = (
-        Regularizer(building.cls, MARGIN_PX)
+        Regularizer(building.cls, MARGIN_PX * ctx.detail)
         if options.regularize and building is not None
         else None
     )
     if options.regularize and building is None:
         logger.warning("regularize: no building layer requested; nothing to regularize")
+    if (options.dsm is not None or options.contact is not None) and building is None:
+        logger.warning("dsm/contact: no building layer requested; nothing to split")
+    elif building is not None:
+        split = check_split_source(
+            cls=building.cls,
+            dsm=options.dsm,
+            contact=options.contact,
+            grid=(source.width, source.height, source.transform),
+            pixel_m=px_m,
+            height_step=options.height_step,
+            contact_threshold=options.contact_threshold,
+        )
+        ctx = replace(ctx, split=split)
 
     # 2. One job per block.
     rows = block_rows(source.height, source.width, options.block_size)

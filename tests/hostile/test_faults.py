@@ -255,16 +255,17 @@ def test_disk_full_in_the_geopackage_writer_leaves_the_previous_file(
     out = tmp_path / "out" / "v.gpkg"
     out.parent.mkdir()
     out.write_bytes(b"the previous GeoPackage")
-    real_write = pyogrio.raw.write
+    # the writer hands each layer to GDAL as Arrow; the second layer meets a full disk
+    real_write = pyogrio.raw.write_arrow
     calls: list[str] = []
 
-    def write_until_full(path: str, *args: Any, **kw: Any) -> Any:
+    def write_until_full(table: Any, path: str, *args: Any, **kw: Any) -> Any:
         calls.append(path)
         if len(calls) == 2:
             raise _full(path)
-        return real_write(path, *args, **kw)
+        return real_write(table, path, *args, **kw)
 
-    monkeypatch.setattr(pyogrio.raw, "write", write_until_full)
+    monkeypatch.setattr(pyogrio.raw, "write_arrow", write_until_full)
     rc, output, exc = run(*vectorize_args(predicted, out), "--overwrite")
     assert exc is None and rc == 1, output
     line = _one_line(output)
@@ -272,7 +273,7 @@ def test_disk_full_in_the_geopackage_writer_leaves_the_previous_file(
     assert out.read_bytes() == b"the previous GeoPackage"
     assert _hidden(out.parent) == []
 
-    monkeypatch.setattr(pyogrio.raw, "write", real_write)
+    monkeypatch.setattr(pyogrio.raw, "write_arrow", real_write)
     rc, output, exc = run(*vectorize_args(predicted, out), "--overwrite")
     assert (rc, exc) == (0, None), output
     assert gpkg_digest(out) == gpkg_digest(ref)

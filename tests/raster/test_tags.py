@@ -55,6 +55,26 @@ def test_provenance_tags_names_and_values() -> None:
     assert schema_from_tags(tags, "potsdam", path="x.tif") == POTSDAM
 
 
+def test_the_model_gsd_tag_records_a_prediction_s_detail() -> None:
+    from geoseg.raster.tags import model_gsd_from_tags
+
+    common = {
+        "version": "1",
+        "model_sha256": "ab" * 32,
+        "model": "unet",
+        "bands": ("red",),
+        "scene": "s",
+        "options": {},
+        "schema": POTSDAM,
+    }
+    tags = provenance_tags(**common, model_gsd=0.2)
+    assert tags["GEOSEG_MODEL_GSD"] == "0.2" and model_gsd_from_tags(tags) == 0.2
+    assert "GEOSEG_MODEL_GSD" not in provenance_tags(**common)
+    assert model_gsd_from_tags({}) is None
+    for bad in ("x", "0", "-1", "nan", "inf"):
+        assert model_gsd_from_tags({"GEOSEG_MODEL_GSD": bad}) is None
+
+
 def test_chip_tags_round_trip_through_a_geotiff(tmp_path: Path) -> None:
     chip = ChipTags(
         scene="2_10",

@@ -138,3 +138,53 @@ def test_a_candidate_that_fits_worse_than_the_raw_outline_is_rejected() -> None:
     assert (
         regularized_iou(out, stair) >= regularized_iou(shapely.simplify(stair, 1.5), stair) - 1e-9
     )
+
+
+def _coarse_blob(truth: shapely.Polygon, k: int = 4, size: int = 400) -> shapely.Polygon:
+    """What a model at k times the grid's pixel size gives: k-pixel steps, rounded corners."""
+    from scipy import ndimage
+
+    coarse = rasterio.features.rasterize(
+        [(truth, 1)], out_shape=(size // k, size // k), transform=Affine.scale(k)
+    ).astype(np.float32)
+    fine = np.kron(coarse, np.ones((k, k), np.float32))  # nearest upsampling to the grid
+    rounded = ndimage.gaussian_filter(fine, sigma=2.0 * k) > 0.5  # a model's soft corners
+    return max(
+        (p for v, p in raster_pieces(rounded.astype(np.uint8)) if v == 1), key=lambda p: p.area
+    )
+
+
+def test_a_coarse_detail_map_gets_its_right_angles_back() -> None:
+    truth = shapely.affinity.rotate(shapely.box(80, 110, 320, 290), 9, origin="centroid")
+    blob = _coarse_blob(truth)
+    extent = shapely.box(0, 0, 400, 400)
+    # at the grid's own detail the outline stays on the rounded pixels (a mitred 1 px band)
+    strict, _ = regularize_building(blob, extent)
+    assert shapely.distance(blob, shapely.points(_verts(strict))).max() <= 1.5
+    # told the map's detail is 4 px, the walls are straight and meet at right angles
+    coarse, rectilinear = regularize_building(blob, extent, detail=4.0)
+    assert rectilinear and len(coarse.exterior.coords) - 1 == 4
+    assert np.allclose(_angles(coarse), 90.0, atol=1e-6)
+    assert regularized_iou(coarse, truth) > regularized_iou(strict, truth)
+    assert regularized_iou(coarse, truth) > 0.97
+
+
+def test_vectorize_reads_the_detail_of_a_prediction(tmp_path) -> None:
+    from geoseg.vectorize import VectorizeOptions, vectorize_raster
+    from tests.conftest import write_raster
+
+    truth = shapely.affinity.rotate(shapely.box(80, 110, 320, 290), 9, origin="centroid")
+    mask = rasterio.features.rasterize([(_coarse_blob(truth), 1)], out_shape=(400, 400))
+    classes = np.where(mask == 1, 1, 2).astype(np.uint8)  # building on low vegetation
+    tf = Affine(0.05, 0, 500000, 0, -0.05, 5800000)  # 5 cm
+    corners = {}
+    for name, tags in (("plain", {}), ("tagged", {"GEOSEG_MODEL_GSD": "0.2"})):
+        src = write_raster(tmp_path / f"{name}.tif", classes, transform=tf, nodata=255)
+        with rasterio.open(src, "r+") as ds:
+            ds.update_tags(**tags)
+        out = tmp_path / f"{name}.gpkg"
+        opts = VectorizeOptions(classes=("building",), regularize=True, min_building_area=0)
+        vectorize_raster(src, out, options=opts)
+        (geom,) = __import__("geopandas").read_file(out, layer="buildings").geometry
+        corners[name] = len(geom.exterior.coords) - 1
+    assert corners["tagged"] == 4 < corners["plain"]
