@@ -197,29 +197,15 @@ def write_probabilities(
     Raises:
         OutputExistsError: The output exists and ``overwrite`` is false.
     """
-    final = check_output(path, overwrite=overwrite)
-
-    def fill(ds: rasterio.io.DatasetWriter) -> None:
-        for i, name in enumerate(schema.classes, start=1):
-            ds.set_band_description(i, name)
-        ds.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (schema.num_classes - 1)
-        for window, probs, valid in blocks:
-            ds.write(probs, window=window)
-            ds.write_mask(np.where(valid, np.uint8(255), np.uint8(0)), window=window)
-
-    _write_cog(
-        final,
-        fill,
+    return _write_probability_bands(
+        path,
+        blocks,
         geobox=geobox,
-        count=schema.num_classes,
-        nodata=None,
+        names=schema.classes,
         tags=tags,
-        class_map=False,
         overwrite=overwrite,
         creation_options=creation_options,
-        pam=None,
     )
-    return final
 
 
 def write_probability_band(
@@ -249,20 +235,43 @@ def write_probability_band(
     Raises:
         OutputExistsError: The output exists and ``overwrite`` is false.
     """
+    return _write_probability_bands(
+        path,
+        blocks,
+        geobox=geobox,
+        names=(name,),
+        tags=tags,
+        overwrite=overwrite,
+        creation_options=creation_options,
+    )
+
+
+def _write_probability_bands(
+    path: str | os.PathLike[str],
+    blocks: Iterable[tuple[Window, npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
+    *,
+    geobox: GeoBox,
+    names: Sequence[str],
+    tags: Mapping[str, str] | None,
+    overwrite: bool,
+    creation_options: Sequence[tuple[str, str]],
+) -> Path:
+    """Probability bands (uint8, 0..255) named ``names``, masked where not valid, as a COG."""
     final = check_output(path, overwrite=overwrite)
 
     def fill(ds: rasterio.io.DatasetWriter) -> None:
-        ds.set_band_description(1, name)
-        ds.colorinterp = [ColorInterp.gray]
+        for i, name in enumerate(names, start=1):
+            ds.set_band_description(i, name)
+        ds.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (len(names) - 1)
         for window, probs, valid in blocks:
-            ds.write(probs.reshape(1, *probs.shape[-2:]), window=window)
+            ds.write(probs.reshape(len(names), *probs.shape[-2:]), window=window)
             ds.write_mask(np.where(valid, np.uint8(255), np.uint8(0)), window=window)
 
     _write_cog(
         final,
         fill,
         geobox=geobox,
-        count=1,
+        count=len(names),
         nodata=None,
         tags=tags,
         class_map=False,
