@@ -199,19 +199,27 @@ def contact_band(
         transform: The grid's transform.
         shape: The grid's (rows, cols).
     """
-    from rasterio.enums import MergeAlg
-    from rasterio.features import rasterize
+    import shapely
 
     if len(buffered) < 2:
         return np.zeros(shape, dtype=np.uint8)
-    count = rasterize(
-        ((g, 1) for g in buffered),
-        out_shape=shape,
-        transform=transform,
-        fill=0,
-        merge_alg=MergeAlg.add,
-        dtype="int32",
-    )
+    # Pixel centres inside each footprint, counted (shapely, not GDAL: chips are cut in
+    # threads, and a rasterized window is small).
+    inv = ~transform
+    count = np.zeros(shape, dtype=np.int32)
+    for g in buffered:
+        x0, y0, x1, y1 = g.bounds
+        xs4, ys4 = np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1])
+        cols = inv.a * xs4 + inv.b * ys4 + inv.c
+        rows = inv.d * xs4 + inv.e * ys4 + inv.f
+        c0, c1 = max(0, int(np.floor(cols.min()))), min(shape[1], int(np.ceil(cols.max())) + 1)
+        r0, r1 = max(0, int(np.floor(rows.min()))), min(shape[0], int(np.ceil(rows.max())) + 1)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        cc, rr = np.meshgrid(np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5)
+        xs = transform.a * cc + transform.b * rr + transform.c
+        ys = transform.d * cc + transform.e * rr + transform.f
+        count[r0:r1, c0:c1] += shapely.contains_xy(g, xs, ys)
     return (count >= 2).astype(np.uint8)
 
 

@@ -24,10 +24,10 @@ walls shared (see :mod:`geoseg.vectorize._clean`).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,11 @@ from shapely.geometry import Polygon
 
 from geoseg.vectorize._clean import node_mask, polygon_parts
 from geoseg.vectorize._polygonize import Piece
+
+if TYPE_CHECKING:
+    from geoseg.options import VectorizeOptions
+
+logger = logging.getLogger("geoseg.vectorize")
 
 __all__ = [
     "DEFAULT_CONTACT_THRESHOLD",
@@ -292,25 +297,23 @@ def split_pieces(
 
 
 def check_split_source(
-    *,
-    cls: int,
-    dsm: Path | None,
-    contact: Path | None,
+    options: VectorizeOptions,
+    cls: int | None,
     grid: tuple[int, int, Affine],
     pixel_m: float,
-    height_step: float = DEFAULT_HEIGHT_STEP,
-    contact_threshold: float = DEFAULT_CONTACT_THRESHOLD,
 ) -> SplitSource | None:
-    """The split source once its rasters fit the class raster's grid (None without any).
+    """The split source of ``options`` once its rasters fit the class raster's grid.
 
     Args:
-        cls: The building class.
-        dsm: A DSM or nDSM (one band, heights in metres), or None.
-        contact: A contact probability raster (one uint8 band, 0..255), or None.
+        options: ``dsm`` (a DSM or nDSM, heights in metres), ``contact`` (one uint8 band,
+            0..255), ``height_step`` and ``contact_threshold``.
+        cls: The building class, or None when no building layer is requested (nothing to
+            split: a warning when rasters were given).
         grid: The class raster's (width, height, transform).
         pixel_m: Its pixel size in metres (sets the smallest part, :data:`MIN_PART_M2`).
-        height_step: See :class:`SplitSource`.
-        contact_threshold: See :class:`SplitSource`.
+
+    Returns:
+        None without a raster to split with.
 
     Raises:
         GridMismatchError: A raster is not on the class raster's grid.
@@ -319,7 +322,11 @@ def check_split_source(
     from geoseg.errors import GridMismatchError, InputError
     from geoseg.raster.source import open_raster
 
+    dsm, contact = options.dsm, options.contact
     if dsm is None and contact is None:
+        return None
+    if cls is None:
+        logger.warning("dsm/contact: no building layer requested; nothing to split")
         return None
     width, height, transform = grid
     for path, what in ((dsm, "DSM"), (contact, "contact")):
@@ -344,7 +351,7 @@ def check_split_source(
         cls=cls,
         height=str(dsm) if dsm is not None else None,
         contact=str(contact) if contact is not None else None,
-        height_step=height_step,
-        contact_threshold=contact_threshold,
+        height_step=options.height_step,
+        contact_threshold=options.contact_threshold,
         min_part_px=MIN_PART_M2 / (pixel_m * pixel_m),
     )

@@ -511,19 +511,9 @@ def vectorize_raster(
     )
     if options.regularize and building is None:
         logger.warning("regularize: no building layer requested; nothing to regularize")
-    if (options.dsm is not None or options.contact is not None) and building is None:
-        logger.warning("dsm/contact: no building layer requested; nothing to split")
-    elif building is not None:
-        split = check_split_source(
-            cls=building.cls,
-            dsm=options.dsm,
-            contact=options.contact,
-            grid=(source.width, source.height, source.transform),
-            pixel_m=px_m,
-            height_step=options.height_step,
-            contact_threshold=options.contact_threshold,
-        )
-        ctx = replace(ctx, split=split)
+    grid = (source.width, source.height, source.transform)
+    split = check_split_source(options, None if building is None else building.cls, grid, px_m)
+    ctx = replace(ctx, split=split)
 
     # 2. One job per block.
     rows = block_rows(source.height, source.width, options.block_size)

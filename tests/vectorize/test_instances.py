@@ -132,3 +132,22 @@ def test_split_piece_keeps_a_piece_without_signal(tmp_path: Path) -> None:
         piece, SplitSource(cls=1, height=str(dsm), contact=None, min_part_px=100), stride=71
     )
     assert out == [piece]
+
+
+def test_a_dsm_off_the_class_grid_is_refused_before_any_output(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+
+    classes = write_raster(tmp_path / "c.tif", np.ones((40, 40), np.uint8), nodata=255)
+    dsm = write_raster(tmp_path / "dsm.tif", np.zeros((40, 41), np.float32))
+    out = tmp_path / "v.gpkg"
+    res = CliRunner().invoke(cli, ["vectorize", str(classes), "-o", str(out), "--dsm", str(dsm)])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"{dsm}: DSM grid" in lines[0] and "gdalwarp" in lines[0]
+    assert (
+        not out.exists()
+        and list(tmp_path.iterdir()) == [classes, dsm]
+        or sorted(tmp_path.iterdir()) == sorted([classes, dsm])
+    )
