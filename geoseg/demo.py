@@ -63,6 +63,7 @@ def run_demo(
     from geoseg.evaluate import evaluate_rasters, evaluate_vectors, write_report
     from geoseg.predict import PredictOptions, predict_scenes
     from geoseg.raster import resolve_scenes
+    from geoseg.raster.qml import qml_path
     from geoseg.synth import synthesize
     from geoseg.tiles import TileOptions, tile_scenes
     from geoseg.train import TrainConfig, train
@@ -130,6 +131,7 @@ def run_demo(
         options=PredictOptions(device="cpu", probabilities=True, workers=2),
     )
     report.outputs["class map (COG)"] = pred.classes
+    report.outputs["class map style (QGIS)"] = qml_path(pred.classes)
     if pred.probabilities is not None:
         report.outputs["probabilities (COG)"] = pred.probabilities
     report.seconds["predict"] = time.perf_counter() - t

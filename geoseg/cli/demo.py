@@ -43,7 +43,7 @@ def demo(output: str, overwrite: bool) -> None:
         click.echo(f"  {name:<26} {value:.3f}")
     root = report.root
     click.echo("")
-    click.echo("Open in QGIS: drag in the class map (keep its .aux.xml beside it: class names),")
+    click.echo("Open in QGIS: drag in the class map (keep its .qml beside it: the legend),")
     click.echo("the probabilities, and the GeoPackage (layers buildings, roads open styled);")
     click.echo(f"the chip footprints are in {root / 'tiles' / 'index.gpkg'}.")
     click.echo("Batch job on the same data: geoseg run pipelines/demo.yaml")

@@ -28,6 +28,7 @@ from geoseg.pipeline._context import (
 )
 from geoseg.pipeline._summary import landcover_summary
 from geoseg.raster import SceneSpec
+from geoseg.raster.qml import qml_path
 
 __all__ = [
     "STEP_FUNCS",
@@ -63,6 +64,11 @@ def _predict(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any]]
         outputs["probabilities"] = report.probabilities
     # the model's extra outputs by name: "contact" (building contact, uint8 0..255)
     outputs.update(report.extras)
+    # the QGIS styles beside the rasters ({stem}.qml: the exact legend, loaded on open)
+    for name in ["classes", "probabilities", *report.extras]:
+        style = qml_path(outputs[name]) if name in outputs else None
+        if style is not None and style.is_file():
+            outputs["class_style" if name == "classes" else f"{name}_style"] = style
     outputs["sidecar"] = report.sidecar
     extra = {
         "blocks": report.blocks,

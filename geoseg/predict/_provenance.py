@@ -6,7 +6,7 @@ blocks into Cloud-Optimized GeoTIFFs tagged ``GEOSEG_*`` (version, model hash an
 bands, scene, options, schema: :func:`geoseg.raster.tags.provenance_tags`): the classes,
 the probabilities when asked, and one raster per extra output of the model
 (``{scene}_contact.tif``: uint8 ``round(255 * p)``, 0 and masked where the input is
-nodata, as the probabilities), writes the
+nodata, as the probabilities), each with its QGIS style ``{stem}.qml``, writes the
 JSON sidecar (inputs, outputs, model, options, device, grid, tiles, blocks, timings,
 warnings) and renames the class raster into place last: its existence marks a finished
 scene.
@@ -33,6 +33,8 @@ from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._resume import WORK_VERSION, SceneRun
 from geoseg.predict._seams import SeamScore
 from geoseg.predict._types import PredictOptions, PredictReport, extra_output_path
+from geoseg.raster.qml import qml_path
+from geoseg.raster.remote import RasterPath
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.tags import provenance_tags
 from geoseg.raster.writers import write_classes, write_probabilities, write_probability_band
@@ -43,9 +45,11 @@ __all__ = ["finish", "resolved_json", "work_key"]
 logger = logging.getLogger(__name__)
 
 
-def _file_id(p: Path | None) -> list[object] | None:
+def _file_id(p: RasterPath | None) -> list[object] | None:
     if p is None:
         return None
+    if not isinstance(p, Path):  # a remote file: its name (taken as unchanged)
+        return [p, None, None]
     st = p.stat()
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
@@ -177,8 +181,12 @@ def finish(
         "outputs": {
             "classes": paths["classes"].name,
             "class_names": paths["classes"].name + ".aux.xml",
+            # QGIS styles beside the rasters (loaded on open): the exact legend
+            "class_style": qml_path(paths["classes"]).name,
             "probabilities": probs_path.name if probs_path else None,
+            "probabilities_style": qml_path(probs_path).name if probs_path else None,
             **{name: p.name for name, p in extras.items()},
+            **{f"{name}_style": qml_path(p).name for name, p in extras.items()},
         },
         "model": {
             "sha256": meta.sha256,

@@ -7,6 +7,7 @@
 * :mod:`.overviews`: mode overviews of class rasters (made here, copied by the COG driver);
 * :mod:`.writers`: Cloud-Optimized GeoTIFF writers for class and probability rasters (colour
   table, class names in the ``.aux.xml`` sidecar for QGIS);
+* :mod:`.qml`: the QGIS styles written beside them (``{stem}.qml``: the exact legend);
 * :mod:`.tags`: the ``GEOSEG_*`` raster tags, written and read only there.
 """
 

@@ -16,6 +16,9 @@ Class rasters (``uint8``, nodata 255) carry:
   (``QgsGdalProviderBase::colorTable``), and shows the attribute table (QGIS >= 3.30).
   Copy the ``.aux.xml`` along with the ``.tif``; without it the colours remain but the names
   are lost;
+* a QGIS style ``{stem}.qml`` beside the file (:func:`geoseg.raster.qml.class_qml`), which
+  QGIS loads on open: its legend lists exactly the schema's classes with their names and
+  colours, not the 256 slots of the colour table;
 * overviews by mode (a class that exists, never an average of classes), computed by
   :mod:`geoseg.raster.overviews` (``--co OVERVIEW_RESAMPLING=...`` hands them to GDAL);
 * provenance tags (``GEOSEG_*``, see :mod:`geoseg.raster.tags`) in the TIFF's GDAL metadata.
@@ -24,7 +27,8 @@ Probability rasters hold one ``uint8`` band per class (``round(255 * p)``), name
 band descriptions; invalid pixels are 0 and masked out by an internal per-dataset mask
 (255 is a valid probability, so it cannot serve as nodata). Their overviews average. A
 model's extra output (building contact) is written the same way, one band named by it
-(:func:`write_probability_band`).
+(:func:`write_probability_band`). Both get a QGIS style ``{stem}.qml`` beside them: the first
+band as a pseudocolour ramp over 0..255 (:func:`geoseg.raster.qml.probability_qml`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from geoseg._io import atomic_path, check_output, remove_stale_temporaries
 from geoseg.errors import OutputError
 from geoseg.grid import GeoBox
 from geoseg.raster.overviews import overview_factors, vrt_with_overviews, write_mode_overviews
+from geoseg.raster.qml import class_qml, probability_qml, qml_path
 from geoseg.raster.tags import write_tags
 from geoseg.schema import IGNORE, ClassSchema
 
@@ -128,7 +133,8 @@ def write_classes(
     """Write a class raster COG from blocks (see the module docs for what it carries).
 
     Args:
-        path: Output ``.tif``; its PAM sidecar ``.tif.aux.xml`` is written beside it.
+        path: Output ``.tif``; its PAM sidecar ``.tif.aux.xml`` and its QGIS style
+            ``{stem}.qml`` are written beside it.
         blocks: ``(window, classes)`` with classes (h, w) uint8, 255 = nodata; together
             they should cover the grid (uncovered pixels stay nodata).
         geobox: The output grid (CRS, transform, size).
@@ -166,6 +172,7 @@ def write_classes(
         overwrite=overwrite,
         creation_options=creation_options,
         pam=class_pam_xml(schema),
+        qml=class_qml(schema),
     )
     return final
 
@@ -278,6 +285,7 @@ def _write_probability_bands(
         overwrite=overwrite,
         creation_options=creation_options,
         pam=None,
+        qml=probability_qml(),
     )
     return final
 
@@ -294,6 +302,7 @@ def _write_cog(
     overwrite: bool,
     creation_options: Sequence[tuple[str, str]],
     pam: str | None,
+    qml: str | None,
     staged: Callable[[], None] | None = None,
 ) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -365,6 +374,13 @@ def _write_cog(
                         tmp_aux.write_text(pam)
                 elif aux.exists():
                     aux.unlink()
+                # the QGIS style, written before the COG appears, as the .aux.xml
+                style = qml_path(final)
+                if qml is not None:
+                    with atomic_path(style, overwrite=True) as tmp_qml:  # belongs to the COG
+                        tmp_qml.write_text(qml, encoding="utf-8")
+                elif style.exists():
+                    style.unlink()
     except (OSError, RasterioError, CPLE_BaseError) as exc:
         full = _device_full(exc, final)
         if full is None:

@@ -39,6 +39,11 @@ def test_outputs_are_cogs_with_provenance_and_a_sidecar(tmp_path: Path) -> None:
         assert ds.descriptions == POTSDAM.classes
     side = json.loads(rep.sidecar.read_text())
     assert side["model"]["sha256"] == model.sha256
+    # the QGIS styles beside the rasters, named in the sidecar
+    assert side["outputs"]["class_style"] == rep.classes.with_suffix(".qml").name
+    assert side["outputs"]["probabilities_style"] == rep.probabilities.with_suffix(".qml").name
+    assert 'type="paletted"' in rep.classes.with_suffix(".qml").read_text()
+    assert 'type="singlebandpseudocolor"' in rep.probabilities.with_suffix(".qml").read_text()
     assert side["tiles"]["planned"] == side["tiles"]["computed"] == rep.tiles
     assert side["blocks"]["total"] == rep.blocks > 1
     assert side["options"]["block_size"] == 64

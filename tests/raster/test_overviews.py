@@ -134,8 +134,10 @@ def test_class_cog_overviews_are_the_mode_cascade_and_options_hand_them_to_gdal(
     with rasterio.open(nearest, overview_level=0) as ov:
         assert not np.array_equal(ov.read(1), expected[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "nearest.qml",
         "nearest.tif",
         "nearest.tif.aux.xml",
+        "ours.qml",
         "ours.tif",
         "ours.tif.aux.xml",
     ]

@@ -112,7 +112,11 @@ def test_class_cog_is_valid_with_colours_names_mode_overviews_and_tags(tmp_path:
     names = gdal_category_names(out)
     if names is not None:
         assert names == list(POTSDAM.classes)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_classes.tif", "a_classes.tif.aux.xml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_classes.qml",
+        "a_classes.tif",
+        "a_classes.tif.aux.xml",
+    ]
 
 
 def test_probability_cog_has_band_names_and_a_mask(tmp_path: Path) -> None:
@@ -162,7 +166,7 @@ def test_never_clobbers_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_classes(path, broken(), geobox=GRID, schema=POTSDAM, overwrite=True)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif", "x.tif.aux.xml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.qml", "x.tif", "x.tif.aux.xml"]
     write_classes(path, blocks_of(cls + 1), geobox=GRID, schema=POTSDAM, overwrite=True)
     with rasterio.open(path) as ds:
         assert np.all(ds.read(1) == 1)
