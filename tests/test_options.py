@@ -11,6 +11,7 @@ from geoseg.cli.main import cli
 from geoseg.errors import ConfigError
 from geoseg.options import (
     EvaluateOptions,
+    ExportOptions,
     PredictOptions,
     TileOptions,
     VectorizeOptions,
@@ -28,6 +29,7 @@ COMMANDS = {
     ),
     "predict": (PredictOptions, {"model", "outdir", "scheduler"}),
     "vectorize": (VectorizeOptions, {"classes_tif", "output"}),
+    "export": (ExportOptions, {"model", "output"}),
     "bench predict": (PredictOptions, {"size", "model", "cache", "seconds"}),
     "bench vectorize": (VectorizeOptions, {"size", "seed", "cache"}),
     "evaluate": (

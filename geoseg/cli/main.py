@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "tile": "geoseg.cli.tile:tile",
     "demo": "geoseg.cli.demo:demo",
     "evaluate": "geoseg.cli.evaluate:evaluate",
+    "export": "geoseg.cli.export:export",
     "models": "geoseg.cli.models:models",
     "train": "geoseg.cli.train:train",
     "vectorize": "geoseg.cli.vectorize:vectorize",

@@ -19,7 +19,13 @@ The one overlap rule lives here too: a tile size ``t`` takes a default overlap o
 
 from __future__ import annotations
 
-from geoseg.options._records import EvaluateOptions, PredictOptions, TileOptions, VectorizeOptions
+from geoseg.options._records import (
+    EvaluateOptions,
+    ExportOptions,
+    PredictOptions,
+    TileOptions,
+    VectorizeOptions,
+)
 from geoseg.options._spec import (
     DEVICE_PATTERN,
     DEVICE_VALUES,
@@ -51,6 +57,7 @@ __all__ = [
     "ChipCompression",
     "Device",
     "EvaluateOptions",
+    "ExportOptions",
     "OptionSpec",
     "PotsdamLabels",
     "Precision",

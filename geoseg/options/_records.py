@@ -27,6 +27,7 @@ from geoseg.options._spec import (
 
 __all__ = [
     "EvaluateOptions",
+    "ExportOptions",
     "PredictOptions",
     "TileOptions",
     "VectorizeOptions",
@@ -363,3 +364,49 @@ class EvaluateOptions:
 
     def __post_init__(self) -> None:
         validate_record(self)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a checkpoint is exported to ONNX (``geoseg export``).
+
+    Attributes:
+        tile_size: The model input's fixed height and width (QGIS Deepness tiles with it);
+            None means the checkpoint's tile size.
+        overlap: Pixels shared by neighbouring tiles, written as Deepness's
+            ``tiles_overlap`` percent; None means a quarter of the tile size.
+        input_scale: What the graph multiplies its input by to get the band values the
+            model was trained on: 255 for Deepness (which feeds uint8 pixels divided by
+            255), 1 for runtimes that feed raw band values.
+        extra_outputs: Also export the model's extra outputs (e.g. ``contact``) as more
+            graph outputs, one sigmoid channel each; else the class probabilities only.
+        overwrite: Replace an existing model and card.
+    """
+
+    tile_size: int | None = option(
+        None,
+        "Input height and width of the exported model (fixed).",
+        minimum=16,
+        show_default="the checkpoint's",
+    )
+    overlap: int | None = option(
+        None,
+        "Tile overlap in pixels, written as Deepness's tiles_overlap percent.",
+        minimum=0,
+        show_default="a quarter of the tile size",
+    )
+    input_scale: float = option(
+        255.0,
+        "The graph multiplies its input by this: 255 for Deepness (uint8/255), 1 for raw "
+        "band values.",
+        minimum=1e-6,
+    )
+    extra_outputs: bool = option(
+        False, "Also export extra outputs (e.g. contact) as more sigmoid outputs."
+    )
+    overwrite: bool = option(False, "Replace existing outputs.", job=False)
+
+    def __post_init__(self) -> None:
+        validate_record(self, prefix="export: ")
+        if self.tile_size is not None and self.overlap is not None:
+            check_overlap(self.tile_size, self.overlap)
