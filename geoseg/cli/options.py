@@ -18,6 +18,7 @@ __all__ = [
     "Number",
     "Pattern",
     "PositiveInt",
+    "RasterInput",
     "bands_opt",
     "batch_size_opt",
     "check_overlap",
@@ -58,6 +59,26 @@ class PositiveInt(click.ParamType):
         if v < self.minimum:
             self.fail(f"{v} must be >= {self.minimum}", param, ctx)
         return v
+
+
+class RasterInput(click.ParamType):
+    """An existing local file (or folder when ``dir_okay``), or a remote raster/STAC URL.
+
+    ``http(s)://``, ``s3://``, ``gs://`` and GDAL ``/vsi...`` paths are passed through as
+    given (GDAL reads them); anything else must exist locally.
+    """
+
+    name = "path"
+
+    def __init__(self, *, dir_okay: bool = True) -> None:
+        self._local = click.Path(exists=True, dir_okay=dir_okay, path_type=str)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from geoseg.raster.remote import is_remote
+
+        if isinstance(value, str) and is_remote(value):
+            return value
+        return str(self._local.convert(value, param, ctx))
 
 
 class Fraction(click.ParamType):
@@ -246,30 +267,29 @@ def scene_inputs(f: Any) -> Any:
         return f(*args, **kwargs)
 
     decorators = [
-        click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=str)),
+        click.argument("inputs", nargs=-1, type=RasterInput()),
         click.option(
             "--ids",
             callback=split_csv,
             help="Potsdam tile ids to take from a Potsdam folder (e.g. 2_10,2_11).",
         ),
         click.option(
-            "--image", type=click.Path(exists=True, dir_okay=False), help="Image GeoTIFF."
+            "--image",
+            type=RasterInput(dir_okay=False),
+            help="Image GeoTIFF, remote COG URL or STAC item (JSON file or URL).",
         ),
-        click.option(
-            "--dsm", type=click.Path(exists=True, dir_okay=False), help="DSM aligned to --image."
-        ),
-        click.option(
-            "--ndsm", type=click.Path(exists=True, dir_okay=False), help="nDSM file (else derived)."
-        ),
+        click.option("--dsm", type=RasterInput(dir_okay=False), help="DSM aligned to --image."),
+        click.option("--ndsm", type=RasterInput(dir_okay=False), help="nDSM file (else derived)."),
         click.option(
             "--labels",
-            type=click.Path(exists=True, dir_okay=False),
+            type=RasterInput(dir_okay=False),
             help="Label raster for --image (RGB colour codes or class indices).",
         ),
         click.option(
             "--band-names",
             callback=split_csv,
-            help="Names of the image bands in file order (e.g. red,green,blue,nir,dsm).",
+            help="Names of the image bands in file order (e.g. red,green,blue,nir,dsm); for "
+            "a STAC item, the band assets to take.",
         ),
         click.option(
             "--potsdam-labels",

@@ -19,6 +19,7 @@ from geoseg.options import option_fields
 from geoseg.pipeline._context import RunContext, vector_output
 from geoseg.pipeline._manifest import sha256_file
 from geoseg.raster import SceneSpec
+from geoseg.raster.remote import RasterPath
 
 __all__ = ["Decision", "decide", "fingerprint", "options_json", "step_inputs"]
 
@@ -65,8 +66,10 @@ def step_inputs(
     m = ctx.manifest
     inputs: dict[str, dict[str, Any]] = {}
 
-    def add(name: str, path: Path | None) -> None:
-        if path is not None:
+    def add(name: str, path: RasterPath | None) -> None:
+        if isinstance(path, str):  # a remote file: named, not hashed (taken as unchanged)
+            inputs[name] = {"path": path, "sha256": None}
+        elif path is not None:
             inputs[name] = {"path": str(path), "sha256": m.input_sha256(path)}
 
     def upstream(name: str, step: str = "predict") -> bool:

@@ -41,6 +41,7 @@ from geoseg.pipeline._sections import (
     BandNames,
     ExistingDir,
     ExistingFile,
+    RasterFile,
     Section,
     Template,
     Text,
@@ -145,10 +146,12 @@ class ImageInput(Section):
         band_names: Names of the image bands in file order.
     """
 
-    image: ExistingFile = Field(description="Image GeoTIFF; its grid is the scene grid.")
-    dsm: ExistingFile | None = Field(default=None, description="DSM file.")
-    ndsm: ExistingFile | None = Field(default=None, description="nDSM file.")
-    labels: ExistingFile | None = Field(default=None, description="Label raster.")
+    image: RasterFile = Field(
+        description="Image GeoTIFF, remote COG URL or STAC item; its grid is the scene grid."
+    )
+    dsm: RasterFile | None = Field(default=None, description="DSM file or URL.")
+    ndsm: RasterFile | None = Field(default=None, description="nDSM file or URL.")
+    labels: RasterFile | None = Field(default=None, description="Label raster or URL.")
     id: Annotated[Text, AfterValidator(_scene_id)] | None = Field(
         default=None, description="Scene id; default: the image file stem."
     )

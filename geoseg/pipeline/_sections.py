@@ -51,6 +51,7 @@ from geoseg.options import (
     strip_optional,
 )
 from geoseg.options import field_default as record_default
+from geoseg.raster.remote import is_remote
 
 __all__ = [
     "BandNames",
@@ -61,6 +62,7 @@ __all__ = [
     "JobPath",
     "Names",
     "PredictSection",
+    "RasterFile",
     "Section",
     "Steps",
     "Template",
@@ -175,6 +177,21 @@ ExistingFile = Annotated[JobPath, _exists("file")]
 """A file relative to the job file's folder; it must exist when files are checked."""
 ExistingDir = Annotated[JobPath, _exists("dir")]
 """A folder relative to the job file's folder; it must exist when files are checked."""
+
+
+def _raster(value: Any, info: ValidationInfo) -> Path | str:
+    if isinstance(value, str) and is_remote(value.strip()):
+        return value.strip()
+    return _path(value, info)
+
+
+def _local_exists(p: Path | str, info: ValidationInfo) -> Path | str:
+    return p if isinstance(p, str) else _exists("file").func(p, info)
+
+
+RasterFile = Annotated[Path | str, BeforeValidator(_raster), AfterValidator(_local_exists)]
+"""An existing file like :data:`ExistingFile`, or a remote raster or STAC item URL
+(``https://...``, ``/vsicurl/...``, ``s3://...``), kept as given."""
 
 
 def _names(value: Any) -> Any:

@@ -9,6 +9,7 @@ scheduler, the other steps run as tasks on its workers (:func:`landcover_task`,
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +30,9 @@ from geoseg.pipeline._context import (
 from geoseg.pipeline._summary import landcover_summary
 from geoseg.raster import SceneSpec
 from geoseg.raster.qml import qml_path
+from geoseg.raster.remote import RasterPath
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "STEP_FUNCS",
@@ -209,7 +213,10 @@ def _split_sources(ctx: RunContext, spec: SceneSpec) -> tuple[Path | None, Path 
     from geoseg.predict import output_paths
 
     contact = output_paths(ctx.root / MAPS_DIR, spec.id)["contact"]
-    height = spec.ndsm if spec.ndsm is not None else spec.dsm
+    height: RasterPath | None = spec.ndsm if spec.ndsm is not None else spec.dsm
+    if isinstance(height, str):  # vectorize reads heights from local files only
+        logger.warning("%s: a remote height raster; buildings are split without heights", height)
+        height = None
     return height, contact if contact.is_file() else None
 
 

@@ -15,7 +15,6 @@ neighbours.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from geoseg.predict._model import ModelMeta, ModelRef
 from geoseg.predict._registry import get_runner
 from geoseg.predict._runner import BlockHandle, Runner
 from geoseg.raster import RawBlock, Scene, SceneSpec
+from geoseg.raster.remote import file_stamp
 
 __all__ = ["BlockJob", "BlockResult", "gsd_scale", "open_scene", "read_block_area", "run_block"]
 
@@ -102,8 +102,7 @@ _OPEN = _OpenScenes()
 
 
 def _stamp(spec: SceneSpec) -> tuple[tuple[int, int, int], ...]:
-    stats = (os.stat(p) for p in (spec.image, spec.dsm, spec.ndsm) if p is not None)
-    return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+    return tuple(file_stamp(p) for p in (spec.image, spec.dsm, spec.ndsm) if p is not None)
 
 
 def open_scene(spec: SceneSpec) -> Scene:

@@ -4,6 +4,9 @@
   and label sources aligned onto the image grid, read window by window);
 * :mod:`.ground`: the ground estimate behind a derived nDSM (pure numpy);
 * :mod:`.potsdam`: Potsdam folder layout and command-line inputs to scene specs;
+* :mod:`.remote`: remote rasters (``/vsicurl/`` URLs, ``/vsis3/``) and the GDAL options
+  they are opened under;
+* :mod:`.stac`: STAC items as scenes (band assets picked by name, stacked into a VRT);
 * :mod:`.overviews`: mode overviews of class rasters (made here, copied by the COG driver);
 * :mod:`.writers`: Cloud-Optimized GeoTIFF writers for class and probability rasters (colour
   table, class names in the ``.aux.xml`` sidecar for QGIS);

@@ -5,7 +5,8 @@ A Potsdam-layout folder holds ``4_Ortho_RGBIR/top_potsdam_{r}_{c}_RGBIR.tif``,
 ``5_Labels_all/`` and ``5_Labels_all_noBoundary/``. :func:`list_potsdam_ids` lists its tiles,
 :func:`potsdam_scene` gives one tile's :class:`~geoseg.raster.SceneSpec` and
 :func:`resolve_scenes` turns command-line style inputs (folders, image files, ``--image``
-with ``--dsm``...) into specs. Nothing here opens a raster.
+with ``--dsm``...) into specs. Nothing here opens a raster, but for a STAC item
+(:mod:`geoseg.raster.stac` reads the headers of its band files).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from geoseg.errors import InputError
+from geoseg.raster.remote import RasterPath, is_remote, path_stem, raster_path
 from geoseg.raster.scene import SceneSpec
+from geoseg.raster.stac import is_stac_item, stac_scene
 
 __all__ = ["list_potsdam_ids", "potsdam_scene", "resolve_scenes"]
 
@@ -112,9 +116,12 @@ def resolve_scenes(
 ) -> list[SceneSpec]:
     """Scene specs from command-line style inputs.
 
-    Each of ``inputs`` is a Potsdam-layout folder (all its tiles, or ``ids``) or an image
+    Each of ``inputs`` is a Potsdam-layout folder (all its tiles, or ``ids``), an image
     GeoTIFF (a multi-band file whose bands are named by ``band_names`` or its band
-    descriptions). ``image`` with ``dsm``/``ndsm``/``labels`` adds one explicit scene.
+    descriptions), a remote image (``https://...``, ``/vsicurl/...``, ``/vsis3/...``) or a
+    STAC item (``*.json``, a file or URL; ``band_names`` then picks its band assets, see
+    :func:`geoseg.raster.stac.stac_scene`). ``image`` (any of these but a folder) with
+    ``dsm``/``ndsm``/``labels`` adds one explicit scene; they override the item's assets.
 
     Raises:
         InputError: No scene given, a path that does not exist, or an unknown tile id.
@@ -122,6 +129,13 @@ def resolve_scenes(
     specs: list[SceneSpec] = []
     names = tuple(band_names) if band_names else None
     for inp in inputs:
+        if is_stac_item(inp):
+            specs.append(stac_scene(inp, bands=names, schema=schema))
+            continue
+        if is_remote(inp):
+            rp = raster_path(inp)
+            specs.append(SceneSpec(id=_stem_id(rp), image=rp, image_bands=names, schema=schema))
+            continue
         p = Path(inp)
         if p.is_dir():
             tile_ids = list(ids) if ids else list_potsdam_ids(p)
@@ -132,15 +146,25 @@ def resolve_scenes(
             raise InputError(
                 f"{p}: no such file or folder; give an image GeoTIFF or a Potsdam folder"
             )
-    if image is not None:
-        ip = Path(image)
+    if image is not None and is_stac_item(image):
+        spec = stac_scene(image, bands=names, schema=schema)
+        specs.append(
+            replace(
+                spec,
+                dsm=raster_path(dsm) if dsm else spec.dsm,
+                ndsm=raster_path(ndsm) if ndsm else spec.ndsm,
+                labels=raster_path(labels) if labels else spec.labels,
+            )
+        )
+    elif image is not None:
+        ip = raster_path(image)
         specs.append(
             SceneSpec(
                 id=_stem_id(ip),
                 image=ip,
-                dsm=Path(dsm) if dsm else None,
-                ndsm=Path(ndsm) if ndsm else None,
-                labels=Path(labels) if labels else None,
+                dsm=raster_path(dsm) if dsm else None,
+                ndsm=raster_path(ndsm) if ndsm else None,
+                labels=raster_path(labels) if labels else None,
                 image_bands=names,
                 schema=schema,
             )
@@ -157,6 +181,7 @@ def resolve_scenes(
     return specs
 
 
-def _stem_id(path: Path) -> str:
-    m = re.match(r"^top_potsdam_(\d+_\d+)_RGBIR$", path.stem, re.IGNORECASE)
-    return m.group(1) if m else path.stem
+def _stem_id(path: RasterPath) -> str:
+    stem = path_stem(path)
+    m = re.match(r"^top_potsdam_(\d+_\d+)_RGBIR$", stem, re.IGNORECASE)
+    return m.group(1) if m else stem

@@ -28,7 +28,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -43,6 +42,7 @@ from geoseg.errors import (
     InputError,
 )
 from geoseg.raster.ground import Ground, GroundPatch, cached_ground, estimate_ground
+from geoseg.raster.remote import RasterPath, file_stamp
 from geoseg.raster.source import Source, grid_of, north_up, open_raster
 from geoseg.raster.spill import find_spill, spilling
 from geoseg.schema import IGNORE, ClassSchema, load_schema
@@ -72,6 +72,9 @@ _BAND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 class SceneSpec:
     """Where a scene's sources are; picklable, opened with :meth:`open`.
 
+    A path is a local :class:`~pathlib.Path` or a GDAL path string to a remote file
+    (``/vsicurl/https://...``, see :mod:`geoseg.raster.remote`).
+
     Attributes:
         id: Scene id (Potsdam tile id like ``2_10``, or the image file stem).
         image: Image GeoTIFF (its grid is the scene grid).
@@ -84,10 +87,10 @@ class SceneSpec:
     """
 
     id: str
-    image: Path
-    dsm: Path | None = None
-    ndsm: Path | None = None
-    labels: Path | None = None
+    image: RasterPath
+    dsm: RasterPath | None = None
+    ndsm: RasterPath | None = None
+    labels: RasterPath | None = None
     image_bands: tuple[str, ...] | None = None
     schema: str = "potsdam"
 
@@ -388,7 +391,7 @@ class Scene:
     def _dsm_key(self) -> tuple[str, str, float]:
         assert self._dsm is not None
         path = self._dsm.path
-        return (str(path), str(self.spec.image), path.stat().st_mtime)
+        return (str(path), str(self.spec.image), file_stamp(path)[2])
 
     def _read_dsm(self, window: Window) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """The DSM over ``window``: from this process's decoded copy when there is one."""

@@ -27,6 +27,7 @@ from rasterio.windows import Window
 from geoseg._io import ignoring
 from geoseg.errors import CRSMismatchError, GeosegError, GridMismatchError, InputError, first_line
 from geoseg.grid import GeoBox
+from geoseg.raster.remote import RasterPath, is_remote, raster_path, remote_env, url_of
 
 __all__ = [
     "Source",
@@ -43,31 +44,41 @@ logger = logging.getLogger("geoseg.raster")
 _T = TypeVar("_T")
 
 
-def open_raster(path: Path, what: str) -> rasterio.DatasetReader:
+def open_raster(path: RasterPath, what: str) -> rasterio.DatasetReader:
     """Open a raster checked up front (``what`` names it in messages).
 
     It must exist, GDAL must read it and its last pixel (a truncated file fails here, not
     mid-run), its pixels must not be complex. Call it where inputs are checked: a raster
     without a geotransform (labels may have none) is opened with rasterio's warning silenced.
+    ``path`` may be a remote GDAL path (``/vsicurl/https://...``; a plain URL is turned into
+    one): it is opened under :func:`~geoseg.raster.remote.remote_env`, and only the blocks
+    read are fetched.
 
     Raises:
-        InputError: One line naming ``path`` and what is wrong.
+        InputError: One line naming ``path`` (the URL) and what is wrong.
     """
-    if not path.exists():
+    if isinstance(path, str):
+        path = raster_path(path)
+    remote = is_remote(path)
+    if not remote and not Path(path).exists():
         raise InputError(f"{path}: {what} file not found; check the path")
-    with ignoring(NotGeoreferencedWarning):
+    name = url_of(path)
+    fix = (
+        "check the URL and that the server is reachable and serves a GeoTIFF"
+        if remote
+        else "give a GeoTIFF or another GDAL raster"
+    )
+    with ignoring(NotGeoreferencedWarning), remote_env():
         ds = gdal_call(
             lambda: rasterio.open(path),
-            lambda m: InputError(
-                f"{path}: not a readable raster ({m}); give a GeoTIFF or another GDAL raster"
-            ),
+            lambda m: InputError(f"{name}: not a readable raster ({m}); {fix}"),
         )
     try:
-        with rasterio.Env():  # GDAL's complaints go to logging, not straight to stderr
+        with remote_env():  # GDAL's complaints go to logging, not straight to stderr
             gdal_call(
                 lambda: ds.read(1, window=Window(ds.width - 1, ds.height - 1, 1, 1)),
                 lambda m: InputError(
-                    f"{path}: the raster is truncated or corrupt ({m}); re-copy or re-export it"
+                    f"{name}: the raster is truncated or corrupt ({m}); re-copy or re-export it"
                 ),
             )
     except InputError:
@@ -75,7 +86,7 @@ def open_raster(path: Path, what: str) -> rasterio.DatasetReader:
         raise
     if any(np.dtype(dt).kind == "c" for dt in ds.dtypes):
         ds.close()
-        raise InputError(f"{path}: complex pixel type {ds.dtypes[0]} is not supported")
+        raise InputError(f"{name}: complex pixel type {ds.dtypes[0]} is not supported")
     return ds
 
 
@@ -136,7 +147,7 @@ class Source:
         what: str,
     ) -> None:
         self.ds = ds
-        self.path = Path(ds.name)
+        self.path: RasterPath = raster_path(ds.name)
         self.indexes = list(indexes)
         self.nodata = ds.nodata
         self.what = what
