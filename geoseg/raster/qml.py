@@ -65,6 +65,17 @@ colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
 """
 
 
+_MIN_MAX_ORIGIN = """      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>"""
+"""QGIS's default min/max block (unused by these renderers, which set their values)."""
+
+
 def class_qml(schema: ClassSchema) -> str:
     """A paletted style with exactly the classes of ``schema`` (value, colour, name).
 
@@ -83,14 +94,7 @@ nodataColor="">
           <pixelListEntry min="{IGNORE}" max="{IGNORE}" percentTransparent="100"/>
         </singleValuePixelList>
       </rasterTransparency>
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
+{_MIN_MAX_ORIGIN}
       <colorPalette>
 {entries}
       </colorPalette>
@@ -113,14 +117,7 @@ def probability_qml(band: int = 1) -> str:
     renderer = f"""    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" \
 alphaBand="-1" nodataColor="" classificationMin="{lo}" classificationMax="{hi}">
       <rasterTransparency/>
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
+{_MIN_MAX_ORIGIN}
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" \
 minimumValue="{lo}" maximumValue="{hi}" labelPrecision="2">
