@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "predict": "geoseg.cli.predict:predict",
     "bench": "geoseg.cli.bench:bench",
     "run": "geoseg.cli.run:run",
+    "qgis-plugin": "geoseg.cli.qgis_plugin:qgis_plugin",
 }
 
 
