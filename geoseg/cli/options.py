@@ -238,6 +238,7 @@ _SCENE_PARAMS = (
     "band_names",
     "potsdam_labels",
     "schema",
+    "mosaic",
 )
 
 
@@ -263,6 +264,7 @@ def scene_inputs(f: Any) -> Any:
             band_names=v["band_names"],
             potsdam_labels=None if v["potsdam_labels"] == "none" else v["potsdam_labels"],
             schema=v["schema"],
+            mosaic=v["mosaic"],
         )
         return f(*args, **kwargs)
 
@@ -304,6 +306,13 @@ def scene_inputs(f: Any) -> Any:
             show_default=True,
             callback=check_schema,
             help="Class schema: a built-in name or a YAML/JSON file.",
+        ),
+        click.option(
+            "--mosaic",
+            metavar="NAME",
+            default=None,
+            help="Take all inputs (files, folders of GeoTIFFs, Potsdam folders, VRTs) as ONE "
+            "scene NAME: a VRT mosaic on their common pixel grid, seamless across file borders.",
         ),
     ]
     for d in reversed(decorators):

@@ -57,20 +57,28 @@ if TYPE_CHECKING:
 @record_option(PredictOptions, "workers")
 @record_option(PredictOptions, "allow_mixed_devices")
 @record_option(PredictOptions, "creation_options")
+@click.option(
+    "--clip",
+    is_flag=True,
+    help="With --mosaic (or a VRT of files): also cut the map into one map per file, "
+    "OUTDIR/{file}_classes.tif.",
+)
 @overwrite_opt
 def predict(
     scenes: list[SceneSpec],
     model: str,
     outdir: str,
     scheduler: str | None,
+    clip: bool,
     **params: Any,
 ) -> None:
     """Predict class maps for whole scenes, seamlessly blended, as COGs.
 
     INPUTS are Potsdam-layout folders (all tiles, or --ids) or image GeoTIFFs; --image with
-    --dsm adds one scene from explicit files. Bands are mapped by name onto the bands the
-    checkpoint was trained on. Each scene gives OUTDIR/{scene}_classes.tif (uint8, nodata
-    255, colour table, class names in the .aux.xml sidecar, overviews), optionally
+    --dsm adds one scene from explicit files; --mosaic NAME takes them all as one seamless
+    scene (a VRT mosaic: no seam at the file borders). Bands are mapped by name onto the
+    bands the checkpoint was trained on. Each scene gives OUTDIR/{scene}_classes.tif (uint8,
+    nodata 255, colour table, class names in the .aux.xml sidecar, overviews), optionally
     {scene}_probs.tif, and {scene}.json (options, model hash, timings). An interrupted run
     resumes where it stopped when run again with the same options.
 
@@ -78,12 +86,21 @@ def predict(
     $ geoseg predict data/potsdam --ids 2_13,2_14 -m runs/unet/best.pt -o maps/
     $ geoseg predict --image top.tif --dsm dsm.tif -m best.pt -o maps/ --probabilities
     $ geoseg predict scenes/*.tif -m best.pt -o maps/ --scheduler tcp://10.0.0.5:8786
+    $ geoseg predict data/potsdam --mosaic potsdam -m best.pt -o maps/
     """
     from tqdm import tqdm
 
     from geoseg.predict import predict_scenes
 
     opts = PredictOptions(**record_values(PredictOptions, params))
+    if clip:
+        from geoseg.raster.mosaic import clip_classes, clip_paths
+
+        for spec in scenes:  # before any work: a mosaic of files, clips not in the way
+            if not clip_paths(spec.image, outdir, overwrite=opts.overwrite):
+                raise click.UsageError(
+                    f"--clip: scene {spec.id!r} is not a mosaic of files; use --mosaic NAME"
+                )
     with tqdm(desc="blocks", unit="block", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -101,3 +118,6 @@ def predict(
             f"{r.classes}: {r.megapixels:.1f} Mpx, {r.blocks} block(s){resumed}, "
             f"{r.tiles_computed}/{r.tiles} tiles run, {r.seconds:.1f}s{extras}"
         )
+    for spec, r in zip(scenes, reports, strict=True) if clip else ():
+        clips = clip_classes(r.classes, spec.image, outdir, overwrite=opts.overwrite)
+        click.echo(f"{r.classes}: clipped to {len(clips)} file(s) in {outdir}")

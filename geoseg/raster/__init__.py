@@ -7,6 +7,9 @@
 * :mod:`.remote`: remote rasters (``/vsicurl/`` URLs, ``/vsis3/``) and the GDAL options
   they are opened under;
 * :mod:`.stac`: STAC items as scenes (band assets picked by name, stacked into a VRT);
+* :mod:`.mosaic`: many files as one scene (a VRT mosaic on their common grid), and the
+  mosaic's map cut back into one map per file;
+* :mod:`.vrt`: the one home for writing VRT files (XML, content-named cache folder);
 * :mod:`.overviews`: mode overviews of class rasters (made here, copied by the COG driver);
 * :mod:`.writers`: Cloud-Optimized GeoTIFF writers for class and probability rasters (colour
   table, class names in the ``.aux.xml`` sidecar for QGIS);

@@ -6,7 +6,8 @@ A Potsdam-layout folder holds ``4_Ortho_RGBIR/top_potsdam_{r}_{c}_RGBIR.tif``,
 :func:`potsdam_scene` gives one tile's :class:`~geoseg.raster.SceneSpec` and
 :func:`resolve_scenes` turns command-line style inputs (folders, image files, ``--image``
 with ``--dsm``...) into specs. Nothing here opens a raster, but for a STAC item
-(:mod:`geoseg.raster.stac` reads the headers of its band files).
+(:mod:`geoseg.raster.stac` reads the headers of its band files) and a mosaic
+(:mod:`geoseg.raster.mosaic` reads the headers of its files).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from geoseg.errors import InputError
+from geoseg.raster.mosaic import mosaic_scene
 from geoseg.raster.remote import RasterPath, is_remote, path_stem, raster_path
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.stac import is_stac_item, stac_scene
@@ -28,6 +30,7 @@ __all__ = ["list_potsdam_ids", "potsdam_scene", "resolve_scenes"]
 logger = logging.getLogger("geoseg.raster")
 
 _POTSDAM_IMG = re.compile(r"^top_potsdam_(\d+)_(\d+)_RGBIR\.tif$", re.IGNORECASE)
+_RASTER_FILES = (".tif", ".tiff", ".vrt")
 
 
 def list_potsdam_ids(root: str | Path) -> list[str]:
@@ -113,6 +116,7 @@ def resolve_scenes(
     band_names: Sequence[str] | None = None,
     potsdam_labels: str | None = "all",
     schema: str = "potsdam",
+    mosaic: str | None = None,
 ) -> list[SceneSpec]:
     """Scene specs from command-line style inputs.
 
@@ -123,8 +127,13 @@ def resolve_scenes(
     :func:`geoseg.raster.stac.stac_scene`). ``image`` (any of these but a folder) with
     ``dsm``/``ndsm``/``labels`` adds one explicit scene; they override the item's assets.
 
+    With ``mosaic`` (a name), all of them form ONE scene of that id, a VRT mosaic on their
+    common pixel grid (:func:`geoseg.raster.mosaic.mosaic_scene`); a folder that is not in
+    the Potsdam layout then gives its GeoTIFFs and VRTs.
+
     Raises:
-        InputError: No scene given, a path that does not exist, or an unknown tile id.
+        InputError: No scene given, a path that does not exist, or an unknown tile id; for
+            a mosaic, files that are not on one grid (see ``mosaic_scene``).
     """
     specs: list[SceneSpec] = []
     names = tuple(band_names) if band_names else None
@@ -137,7 +146,14 @@ def resolve_scenes(
             specs.append(SceneSpec(id=_stem_id(rp), image=rp, image_bands=names, schema=schema))
             continue
         p = Path(inp)
-        if p.is_dir():
+        if p.is_dir() and mosaic is not None and not (p / "4_Ortho_RGBIR").is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in _RASTER_FILES)
+            if not files:
+                raise InputError(f"{p}: no GeoTIFF or VRT in this folder to mosaic")
+            specs += [
+                SceneSpec(id=f.stem, image=f, image_bands=names, schema=schema) for f in files
+            ]
+        elif p.is_dir():
             tile_ids = list(ids) if ids else list_potsdam_ids(p)
             specs += [potsdam_scene(p, t, labels=potsdam_labels, schema=schema) for t in tile_ids]
         elif p.exists():
@@ -173,6 +189,8 @@ def resolve_scenes(
         raise InputError("--dsm, --ndsm and --labels need --image (the grid they align to)")
     if not specs:
         raise InputError("no scene given; pass image files, a Potsdam folder, or --image")
+    if mosaic is not None:
+        return [mosaic_scene(specs, name=mosaic)]
     seen: set[str] = set()
     for s in specs:
         if s.id in seen:

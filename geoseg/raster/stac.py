@@ -8,19 +8,17 @@ GDAL's ``/vsicurl/`` (only the blocks needed are fetched).
 
 The image bands, one file each (or bands of a multi-band asset), are stacked into one GDAL
 VRT whose band descriptions are the band names: a small XML file written to a cache folder
-(one per item content), so that a :class:`~geoseg.raster.SceneSpec` stays a set of paths
-that any process can open. The VRT records each source's size and type, so opening it
-fetches nothing until pixels are read.
+(one per item content, see :mod:`geoseg.raster.vrt`), so that a
+:class:`~geoseg.raster.SceneSpec` stays a set of paths that any process can open. The VRT
+records each source's size and type, so opening it fetches nothing until pixels are read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -28,15 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
-from xml.sax.saxutils import escape
 
-import numpy as np
-
-from geoseg._io import atomic_path
 from geoseg.errors import BandMismatchError, GridMismatchError, InputError
 from geoseg.raster.remote import RasterPath, is_url, path_stem, raster_path, url_of
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.source import open_raster
+from geoseg.raster.vrt import VrtBand, VrtSource, vrt_xml, write_vrt
 
 __all__ = [
     "BAND_KEYS",
@@ -64,17 +59,6 @@ BAND_KEYS = frozenset(
 
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
 _RASTER_EXT = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
-_ENV_CACHE = "GEOSEG_STAC_CACHE"
 
 
 @dataclass(frozen=True)
@@ -230,34 +214,6 @@ def pick_bands(
     return chosen, extra
 
 
-def _band_xml(i: int, band: StacBand, ds: Any) -> str:
-    dtype = np.dtype(ds.dtypes[band.index - 1]).name
-    if dtype not in _GDAL_TYPES:
-        raise InputError(f"{url_of(band.path)}: unsupported pixel type {dtype}")
-    by, bx = ds.block_shapes[band.index - 1]
-    nodata = ds.nodatavals[band.index - 1]
-    w, h = ds.width, ds.height
-    rect = f'xOff="0" yOff="0" xSize="{w}" ySize="{h}"'
-    lines = [
-        f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{i}">',
-        f"    <Description>{escape(band.name)}</Description>",
-    ]
-    if nodata is not None:
-        lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
-    lines += [
-        "    <SimpleSource>",
-        f'      <SourceFilename relativeToVRT="0">{escape(str(band.path))}</SourceFilename>',
-        f"      <SourceBand>{band.index}</SourceBand>",
-        f'      <SourceProperties RasterXSize="{w}" RasterYSize="{h}" '
-        f'DataType="{_GDAL_TYPES[dtype]}" BlockXSize="{bx}" BlockYSize="{by}"/>',
-        f"      <SrcRect {rect}/>",
-        f"      <DstRect {rect}/>",
-        "    </SimpleSource>",
-        "  </VRTRasterBand>",
-    ]
-    return "\n".join(lines)
-
-
 def stack_vrt(bands: Sequence[StacBand], *, what: str) -> str:
     """The XML of a VRT stacking ``bands`` (one grid for all) in order, named by band.
 
@@ -265,22 +221,14 @@ def stack_vrt(bands: Sequence[StacBand], *, what: str) -> str:
         GridMismatchError: Two band files differ in size, transform or CRS.
         InputError: A band file is not a readable raster.
     """
-    parts, grid, first = [], None, ""
-    for i, band in enumerate(bands, start=1):
+    out: list[VrtBand] = []
+    grid: tuple[Any, ...] | None = None
+    first = ""
+    for band in bands:
         with open_raster(band.path, f"{what} band {band.name!r}") as ds:
             this = (ds.width, ds.height, tuple(ds.transform)[:6], ds.crs)
             if grid is None:
-                grid, first = this, url_of(band.path)
-                head = [
-                    f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">',
-                    f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(ds.crs.to_wkt())}</SRS>'
-                    if ds.crs is not None
-                    else "",
-                    "  <GeoTransform>"
-                    + ", ".join(repr(float(v)) for v in ds.transform.to_gdal())
-                    + "</GeoTransform>",
-                ]
-                parts += [h for h in head if h]
+                grid, first, transform, crs = this, url_of(band.path), ds.transform, ds.crs
             elif this != grid:
                 raise GridMismatchError(
                     f"{url_of(band.path)}: band {band.name!r} of {what} is on another grid "
@@ -288,14 +236,12 @@ def stack_vrt(bands: Sequence[StacBand], *, what: str) -> str:
                     f"{grid[3]}); resample the band assets onto one grid, or pick bands of one "
                     "resolution with --band-names"
                 )
-            parts.append(_band_xml(i, band, ds))
-    parts.append("</VRTDataset>")
-    return "\n".join(parts) + "\n"
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get(_ENV_CACHE)
-    return Path(env) if env else Path(tempfile.gettempdir()) / "geoseg-stac"
+            src = VrtSource.of(ds, band.index, path=band.path)
+            nodata = ds.nodatavals[band.index - 1]
+            out.append(VrtBand(src.dtype, (src,), description=band.name, nodata=nodata))
+    if grid is None:
+        raise InputError(f"{what}: no band to stack")
+    return vrt_xml(width=grid[0], height=grid[1], transform=transform, crs=crs, bands=out)
 
 
 def stac_scene(
@@ -312,8 +258,9 @@ def stac_scene(
         bands: Image band names to take, in order (asset keys or ``eo:bands`` names);
             default: every band asset in item order.
         schema: Class schema of the labels.
-        cache_dir: Where the VRT is written; default ``$GEOSEG_STAC_CACHE`` or
-            ``<tmp>/geoseg-stac``. The file is named by its content: written once.
+        cache_dir: Where the VRT is written; default
+            :func:`~geoseg.raster.vrt.vrt_cache_dir`. The file is named by its content:
+            written once.
 
     Returns:
         A :class:`SceneSpec` with id = the item id, image = the VRT, and the item's
@@ -330,13 +277,7 @@ def stac_scene(
     chosen, extra = pick_bands(src, item, bands)
     item_id = _band_name(str(item.get("id") or path_stem(raster_path(src)))) or "item"
     xml = stack_vrt(chosen, what=f"STAC item {src}")
-    folder = Path(cache_dir) if cache_dir is not None else _cache_dir()
-    digest = hashlib.sha256(xml.encode()).hexdigest()[:16]
-    vrt = folder / f"{item_id}-{digest}.vrt"
-    if not vrt.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(vrt, overwrite=True) as tmp:
-            Path(tmp).write_text(xml, encoding="utf-8")
+    vrt = write_vrt(xml, name=item_id, folder=cache_dir)
     logger.info(
         "%s: STAC item %s, bands %s -> %s",
         src,
