@@ -155,3 +155,16 @@ def test_uint16_item_tiles_trains_and_predicts(tmp_path: Path) -> None:
         assert out.shape == (SIZE, SIZE) and out.transform == POTSDAM_TF
         classes = out.read(1)
     assert classes.max() < 6
+    # ... and on to polygons: one layer per class present, in the item's CRS
+    gpkg = tmp_path / "wv.gpkg"
+    names = ("impervious_surfaces", "building", "low_vegetation")
+    _run("vectorize", str(maps / "wv_scene_classes.tif"), "-o", str(gpkg), "--classes",
+         ",".join(names), "--min-building-area", "0")  # fmt: skip
+    import pyogrio
+
+    px_area = abs(POTSDAM_TF.a * POTSDAM_TF.e)
+    for k, layer in enumerate(("impervious_surfaces", "buildings", "low_vegetation")):
+        frame = pyogrio.read_dataframe(gpkg, layer=layer)
+        assert frame.crs is not None
+        # the polygons cover exactly the class's pixels
+        assert frame["area_m2"].sum() == pytest.approx((classes == k).sum() * px_area)
