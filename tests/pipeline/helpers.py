@@ -14,7 +14,9 @@ from geoseg.schema import POTSDAM
 BANDS = ("red", "green", "blue", "nir", "ndsm")
 
 
-def make_checkpoint(path: Path, *, tile_size: int = 128, seed: int = 0) -> Path:
+def make_checkpoint(
+    path: Path, *, tile_size: int = 128, seed: int = 0, extra_outputs: tuple[str, ...] = ()
+) -> Path:
     """An untrained fcn_resnet18 checkpoint (fixed seed) for the five default bands."""
     import torch
 
@@ -29,6 +31,7 @@ def make_checkpoint(path: Path, *, tile_size: int = 128, seed: int = 0) -> Path:
         schema=POTSDAM,
         tile_size=tile_size,
         gsd=0.05,
+        extra_outputs=extra_outputs,
     )
     return save_checkpoint(ckpt, path)
 

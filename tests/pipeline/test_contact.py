@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from geoseg.checkpoint import Checkpoint, save_checkpoint
 from geoseg.pipeline import load_job, run_job
-from geoseg.schema import POTSDAM
-from tests.pipeline.helpers import BANDS, make_data, manifest, sha, write_job
+from tests.pipeline.helpers import make_checkpoint, make_data, manifest, sha, write_job
 
 
 def test_predict_records_the_contact_raster(tmp_path: Path) -> None:
     ids = make_data(tmp_path / "data", scenes=1, size=128, seed=3)
-    torch.manual_seed(0)
-    ckpt = Checkpoint.untrained(
-        "fcn_resnet18",
-        bands=BANDS,
-        mean=(110.0, 110.0, 110.0, 110.0, 2.0),
-        std=(50.0, 50.0, 50.0, 50.0, 3.0),
-        schema=POTSDAM,
-        tile_size=64,
-        gsd=0.05,
-        extra_outputs=("contact",),
-    )
-    model = save_checkpoint(ckpt, tmp_path / "contact.pt")
+    model = make_checkpoint(tmp_path / "contact.pt", tile_size=64, extra_outputs=("contact",))
     job = {
         "inputs": [{"potsdam": str(tmp_path / "data")}],
         "model": str(model),
