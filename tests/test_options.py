@@ -62,6 +62,7 @@ SCENE_PARAMS = {
     "band_names",
     "potsdam_labels",
     "schema",
+    "mosaic",  # which inputs form one scene: scene selection, like the inputs themselves
 }
 
 
