@@ -27,7 +27,7 @@ COMMANDS = {
         TileOptions,
         {"output", "workers", "overwrite"},
     ),
-    "predict": (PredictOptions, {"model", "outdir", "scheduler"}),
+    "predict": (PredictOptions, {"model", "outdir", "scheduler", "clip"}),
     "vectorize": (VectorizeOptions, {"classes_tif", "output"}),
     "export": (ExportOptions, {"model", "output"}),
     "bench predict": (PredictOptions, {"size", "model", "cache", "seconds"}),
