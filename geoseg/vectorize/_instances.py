@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import shapely
 from affine import Affine
 from shapely.geometry import Polygon
 
-from geoseg.vectorize._clean import node_mask, polygon_parts
+from geoseg.vectorize._clean import node_mask
 from geoseg.vectorize._polygonize import Piece
 
 if TYPE_CHECKING:
@@ -228,8 +227,10 @@ def split_piece(piece: Piece, source: SplitSource, *, stride: int) -> list[Piece
         nodes plus the pixel corners where parts meet; counts are pixel counts and the
         probability sum is shared in proportion to them.
     """
-    from rasterio.features import rasterize, shapes
+    from rasterio.features import rasterize
     from rasterio.windows import Window
+
+    from geoseg.vectorize._outlines import trace_outlines
 
     x0, y0, x1, y1 = (math.floor(v) for v in piece.geom.bounds)
     w, h = x1 - x0, y1 - y0
@@ -250,9 +251,11 @@ def split_piece(piece: Piece, source: SplitSource, *, stride: int) -> list[Piece
     )
     if n < 2:
         return [piece]
-    polys: list[list[Polygon]] = [[] for _ in range(n + 1)]
-    for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=shift):
-        polys[int(value)].extend(polygon_parts(shapely.geometry.shape(geom)))
+    # each label is one 4-connected region (seeded watershed): one traced polygon each
+    present, traced = trace_outlines(labels, col_off=x0, row_off=y0)
+    polys: list[Polygon | None] = [None] * (n + 1)
+    for k, poly in zip(present.tolist(), traced.tolist(), strict=True):
+        polys[k] = poly
     padded = np.full((h + 2, w + 2), -1, dtype=np.int32)
     padded[1:-1, 1:-1] = labels
     rows, cols = np.nonzero(node_mask(padded))
@@ -261,7 +264,8 @@ def split_piece(piece: Piece, source: SplitSource, *, stride: int) -> list[Piece
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     out: list[Piece] = []
     for k in range(1, n + 1):
-        geom = polys[k][0] if len(polys[k]) == 1 else shapely.multipolygons(polys[k])
+        geom = polys[k]
+        assert geom is not None  # every label 1..n is present
         share = float(counts[k]) / float(max(piece.count, 1))
         out.append(
             Piece(
