@@ -33,6 +33,7 @@ __all__ = [
     "RunContext",
     "SharedClient",
     "classes_path",
+    "contact_path",
     "known_errors",
     "one_line",
     "probs_path",
@@ -163,6 +164,13 @@ def probs_path(ctx: RunContext, scene: str) -> Path:
     from geoseg.predict import output_paths
 
     return output_paths(ctx.root / MAPS_DIR, scene)["probs"]
+
+
+def contact_path(ctx: RunContext, scene: str) -> Path:
+    """The building-contact raster that predict writes for ``scene`` (a model with one)."""
+    from geoseg.predict import output_paths
+
+    return output_paths(ctx.root / MAPS_DIR, scene)["contact"]
 
 
 def vector_output(ctx: RunContext, scene: str, layer: str) -> tuple[str, Path]:

@@ -24,6 +24,7 @@ from geoseg.pipeline._context import (
     VECTORS_DIR,
     RunContext,
     classes_path,
+    contact_path,
     probs_path,
     vector_output,
 )
@@ -183,13 +184,14 @@ def _vectorize(ctx: RunContext, spec: SceneSpec) -> tuple[Outputs, dict[str, Any
     if v is None:
         raise ConfigError("vectorize is not a step of this job")
     remote = ctx.cluster is not None and ctx.cluster.remote
+    dsm, contact = _split_sources(ctx, spec)
     options = replace(
         v,
         probabilities=probs_path(ctx, spec.id) if ctx.job.vectorize_probabilities else None,
         workers=1 if remote else v.workers,  # a cluster task uses one process
+        dsm=dsm,
+        contact=contact,
     )
-    dsm, contact = _split_sources(ctx, spec)
-    options = replace(options, dsm=dsm, contact=contact)
     suffix = ".gpkg" if v.format == "gpkg" else ""
     out = ctx.root / VECTORS_DIR / f"{spec.id}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,9 +212,7 @@ def _split_sources(ctx: RunContext, spec: SceneSpec) -> tuple[Path | None, Path 
     v = ctx.job.vectorize
     if v is None or not v.split_buildings:
         return None, None
-    from geoseg.predict import output_paths
-
-    contact = output_paths(ctx.root / MAPS_DIR, spec.id)["contact"]
+    contact = contact_path(ctx, spec.id)
     height: RasterPath | None = spec.ndsm if spec.ndsm is not None else spec.dsm
     if isinstance(height, str):  # vectorize reads heights from local files only
         logger.warning("%s: a remote height raster; buildings are split without heights", height)

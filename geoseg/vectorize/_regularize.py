@@ -419,8 +419,7 @@ def regularize_building(
             continue
         reach = COARSE_REACH_PX * k
         whole = k > 1 and _within_reach(reg, poly, reach, reach + CORNER_PX * (k - 1))
-        kept = reg if whole else allowed
-        parts = polygon_parts(shapely.intersection(shapely.intersection(reg, extent), kept))
+        parts = polygon_parts(shapely.intersection(reg, extent if whole else allowed))
         if not parts:
             continue
         cand = max(parts, key=lambda p: p.area)
