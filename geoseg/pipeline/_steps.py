@@ -135,8 +135,10 @@ def evaluate_task(
         "miou": report.get("miou"),
         "mean_f1": report.get("mean_f1"),
     }
-    with rasterio.open(classes) as ds:
-        extent = tuple(ds.bounds)
+    extent = None
+    if buildings is not None or roads is not None:  # the truth is clipped to the scene
+        with rasterio.open(classes) as ds:
+            extent = tuple(ds.bounds)
     if buildings is not None:
         obj = evaluate_vectors(
             buildings[0],
