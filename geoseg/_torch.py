@@ -25,6 +25,7 @@ from geoseg.options import Device, Precision, check_device
 
 __all__ = [
     "LOAD_ERRORS",
+    "class_argmax",
     "cpu_threads",
     "is_cuda",
     "resolve_batch_size",
@@ -45,6 +46,28 @@ LOAD_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What ``torch.load`` raises for a truncated, corrupt or foreign file (besides refusing
 unsafe content with :class:`pickle.UnpicklingError`)."""
+
+
+def class_argmax(scores: Any) -> Any:
+    """The index of the largest score along the class axis, -3: ``(..., C, H, W)`` -> uint8.
+
+    Ties go to the lower index, as :func:`torch.argmax`'s do. Running comparisons over the
+    classes instead of ``argmax``: on the CPU a reduction across the strided class axis of a
+    large map is several times slower (0.36 s against 0.05 s for 4 x 6 x 1024 x 1024).
+
+    Args:
+        scores: A float or integer tensor with the classes on axis -3 (at most 256 classes).
+    """
+    import torch
+
+    best = scores.select(-3, 0).clone()
+    cls = torch.zeros_like(best, dtype=torch.uint8)
+    for k in range(1, int(scores.shape[-3])):
+        s = scores.select(-3, k)
+        more = s > best
+        best = torch.maximum(best, s)
+        cls.masked_fill_(more, k)
+    return cls
 
 
 def resolve_device(device: Device | str) -> str:

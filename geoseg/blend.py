@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from geoseg._torch import class_argmax
 from geoseg.blocks import BlockPlan, Rect
 from geoseg.options import BlendKind
 from geoseg.schema import IGNORE
@@ -312,14 +313,7 @@ def decode(
         s = s_all[:, r0:r1]
         wsum = s[n].to(torch.int64)
         bad = ~(v_all[r0:r1] & (wsum > 0))
-        # argmax as running comparisons (ties to the lower index): fast on the CPU too
-        best = s[0].clone()
-        cls = torch.zeros_like(best, dtype=torch.uint8)
-        for k in range(1, c):
-            more = s[k] > best
-            best = torch.maximum(best, s[k])
-            cls.masked_fill_(more, k)
-        classes[r0:r1] = cls.masked_fill_(bad, IGNORE)
+        classes[r0:r1] = class_argmax(s[:c]).masked_fill_(bad, IGNORE)
         if probs is not None:
             probs[:, r0:r1] = _probs_u8(s[:c], wsum, bad)
     if isinstance(sums, np.ndarray):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
-from torch.utils.data import DataLoader
 
-from geoseg._torch import torch_device
+from geoseg._torch import class_argmax, torch_device
 from geoseg.checkpoint import Checkpoint, load_checkpoint
 from geoseg.data import ChipDataset, SeededSampler, chip_gsd
 from geoseg.errors import BandMismatchError, InputError, SchemaError
@@ -49,7 +48,7 @@ class EvalResult:
 
 def evaluate_epoch(
     model: nn.Module,
-    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]],
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     device: torch.device,
     num_classes: int,
@@ -89,7 +88,7 @@ def evaluate_epoch(
                 batch = loss_fn(logits, y).double() * n_valid
                 loss_sum += torch.where(n_valid > 0, batch, 0.0)  # no loss without a pixel
                 weight += n_valid
-            pred = logits[:, :num_classes].argmax(dim=1)
+            pred = class_argmax(logits[:, :num_classes])
             cm += confusion_counts(pred, classes, num_classes=num_classes)
             if contact:
                 ct += contact_counts(logits[:, num_classes], y[:, 1])
