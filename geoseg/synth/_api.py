@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ from affine import Affine
 from geoseg import __version__
 from geoseg._io import atomic_path, check_output
 from geoseg.errors import InputError
+from geoseg.synth._degrade import check_degrade
+from geoseg.synth._degrade import degrade as degrade_image
 from geoseg.synth._layout import layout
 from geoseg.synth._records import (
     CRS_EPSG,
@@ -29,13 +32,21 @@ from geoseg.synth._records import (
     scene_transform,
 )
 from geoseg.synth._render import render
+from geoseg.synth._style import check_style, restyle
 from geoseg.synth._write import write_scene, write_truth
 
 logger = logging.getLogger(__name__)
 
 
 def make_scene(
-    *, size: int, seed: int, transform: Affine, index: int = 0, row_houses: bool = False
+    *,
+    size: int,
+    seed: int,
+    transform: Affine,
+    index: int = 0,
+    row_houses: bool = False,
+    style: int = 0,
+    degrade: float = 0.0,
 ) -> SynthScene:
     """Build one synthetic scene in memory (no I/O).
 
@@ -50,22 +61,33 @@ def make_scene(
         index: Scene index, a second part of the seed.
         row_houses: Also build terraces of attached houses of different heights, one
             building (and one true polygon) per house.
+        style: Appearance family (``geoseg.synth._style.STYLES``): 0 the Potsdam-like
+            palette, 1 and 2 other roof, grass, tree and paving colours. The geometry,
+            labels, DSM and truth do not depend on it.
+        degrade: Strength (0..2) of a fixed, seeded degradation of the image only (blur,
+            haze, colour shift, noise; ``geoseg.synth._degrade.degrade``); 0 = none.
 
     Returns:
         The scene's arrays and true polygons.
 
     Raises:
-        InputError: A bad size, seed, index or transform.
+        InputError: A bad size, seed, index, transform, style or degradation.
     """
     check_size_seed(size, seed)
+    check_style(style)
+    check_degrade(degrade)
     if index < 0:
         raise InputError(f"index={index}: a scene index must be >= 0")
     res = check_transform(transform)
     rng = np.random.default_rng((seed, index))
     t0 = time.perf_counter()
     lay = layout(rng, size * res, row_houses=row_houses)
+    restyle(lay, style)  # colours only, no random draw
     t1 = time.perf_counter()
     scene = render(lay, rng, size=size, res=res, transform=transform, seed=seed)
+    if degrade:
+        image = degrade_image(scene.image, strength=degrade, seed=seed, index=index)
+        scene = dataclasses.replace(scene, image=image)
     logger.debug(
         "scene %d (%d px): layout %.2f s, render %.2f s, %d objects",
         index,
@@ -84,6 +106,8 @@ def synthesize(
     size: int,
     seed: int,
     row_houses: bool = False,
+    style: int = 0,
+    degrade: float = 0.0,
     overwrite: bool = False,
 ) -> SynthResult:
     """Write synthetic scenes in the ISPRS Potsdam folder layout.
@@ -97,6 +121,9 @@ def synthesize(
         size: Scene edge in pixels (``MIN_SIZE``..``MAX_SIZE``; Potsdam tiles are 6000).
         seed: Random seed (>= 0); the same seed gives the same files.
         row_houses: Also build terraces of attached houses (see :func:`make_scene`).
+        style: Appearance family (see :func:`make_scene`); 0 = Potsdam-like.
+        degrade: Degradation strength of the images (see :func:`make_scene`); the labels,
+            DSMs and truth equal those of the clean scenes of the same seed.
         overwrite: Replace an existing ``out_dir``.
 
     Returns:
@@ -105,11 +132,13 @@ def synthesize(
     Raises:
         OutputError: ``out_dir`` cannot be created (a parent is a file, a file is there).
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
-        InputError: A bad number of scenes, size or seed.
+        InputError: A bad number of scenes, size, seed, style or degradation.
     """
     if scenes < 1:
         raise InputError(f"scenes={scenes}: the number of scenes must be >= 1")
     check_size_seed(size, seed)
+    check_style(style)
+    check_degrade(degrade)
     final = check_output(out_dir, overwrite=overwrite, kind="dir")
     ids = tuple(scene_id(i) for i in range(scenes))
     buildings: list[dict[str, Any]] = []
@@ -124,6 +153,8 @@ def synthesize(
                 transform=scene_transform(i, size),
                 index=i,
                 row_houses=row_houses,
+                style=style,
+                degrade=degrade,
             )
             write_scene(tmp, sid, scene)
             buildings += [
@@ -150,6 +181,8 @@ def synthesize(
             "seed": seed,
             "scenes": scenes,
             "row_houses": row_houses,
+            "style": style,
+            "degrade": degrade,
             "size": size,
             "scene_ids": list(ids),
             "pixel_size": PIXEL_SIZE,

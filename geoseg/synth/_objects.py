@@ -148,6 +148,7 @@ class Layout:
     trees: list[Obj] = field(default_factory=list)
     houses: list[Obj] = field(default_factory=list)
     lots: list[Polygon] = field(default_factory=list)
+    ground: Colour = GRASS[0]  # colour of the grass background (pixels of no object)
 
     def ordered(self) -> list[Obj]:
         """Objects in burn order: later ones cover earlier ones; buildings are never covered."""

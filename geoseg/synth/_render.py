@@ -17,7 +17,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from geoseg.schema import IGNORE
-from geoseg.synth._objects import GRASS, TREE, VEG, Layout
+from geoseg.synth._objects import TREE, VEG, Layout
 from geoseg.synth._records import (
     CRS_EPSG,
     SUN_AZIMUTH_DEG,
@@ -66,7 +66,7 @@ def render(
 
     # Lookup tables indexed by object id; id 0 is the grass background.
     cls_lut = np.array([VEG] + [o.cls for o in objs], dtype=np.uint8)
-    colour_lut = np.array([GRASS[0]] + [o.colour for o in objs], dtype=np.float32)
+    colour_lut = np.array([lay.ground] + [o.colour for o in objs], dtype=np.float32)
     height_lut = np.array([0.0] + [o.height for o in objs], dtype=np.float32)
     grain_lut = np.array([0.1] + [o.grain for o in objs], dtype=np.float32)
     clump_lut = np.array([0.08] + [o.clump for o in objs], dtype=np.float32)
