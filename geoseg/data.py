@@ -35,6 +35,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from geoseg import augment
 from geoseg.errors import ConfigError, InputError, first_line
 from geoseg.schema import IGNORE
 from geoseg.tiles import CONTACT_BAND, LABEL_BAND, ChipTargets, read_chip_targets
@@ -366,9 +367,9 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     Per sample, in order: read (optionally cached), downsample by ``downsample`` (block mean
     of valid pixels for the image, block majority for the labels), a random ``crop``, a random
-    D4 element when ``augment``, normalisation. Random choices come from the sample's seed:
-    index the dataset with ``(i, seed)`` (see :class:`SeededSampler`); a plain ``i`` means
-    seed 0.
+    D4 element when ``augment``, a random ``photometric`` change, normalisation. Random
+    choices come from the sample's seed: index the dataset with ``(i, seed)`` (see
+    :class:`SeededSampler`); a plain ``i`` means seed 0.
 
     Args:
         paths: Chip GeoTIFFs. Workers open them themselves.
@@ -385,6 +386,9 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             worker keeps its own).
         contact: Read the chips' contact target too (a store tiled with footprints); it is
             downsampled by block-any (:func:`downsample_contact`).
+        photometric: Strength of a random photometric change of the spectral bands
+            (:func:`geoseg.augment.photometric`), after the crop and D4 draws; 0 = off.
+        bands: The chips' band names (needed by ``photometric``).
 
     Raises:
         ConfigError: Bad factors or incompatible options.
@@ -403,6 +407,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         native_labels: bool = False,
         cache: bool = False,
         contact: bool = False,
+        photometric: float = 0.0,
+        bands: Sequence[str] | None = None,
     ) -> None:
         if downsample < 1:
             raise ConfigError(f"downsample={downsample}: must be an integer >= 1")
@@ -412,6 +418,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ConfigError("native_labels needs whole chips: no crop and no augmentation")
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std, or neither")
+        if not 0 <= photometric < math.inf or (photometric and bands is None):
+            raise ConfigError(f"photometric={photometric}: must be >= 0, with bands= given")
         self.paths = [str(p) for p in paths]
         self.num_classes = num_classes
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
@@ -422,6 +430,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.native_labels = native_labels
         self.cache = cache
         self.contact = contact
+        self.photometric = photometric
+        self.bands = None if bands is None else tuple(bands)
         self._cache: dict[int, Chip] = {}
 
     def __len__(self) -> int:
@@ -491,6 +501,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             # Views only: the one copy below writes the transformed, normalised pixels.
             k = int(rng.integers(0, 8))
             image, valid, target = (dihedral_view(a, k) for a in (image, valid, target))
+        if self.photometric and self.bands is not None:  # draws after the crop's and D4's
+            image = augment.photometric(image, valid, self.bands, rng, strength=self.photometric)
         out = np.empty(image.shape, dtype=np.float32)
         if self.mean is not None and self.std is not None:
             np.subtract(image, self.mean[:, None, None], out=out)

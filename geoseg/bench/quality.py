@@ -6,10 +6,10 @@
 checkpoint on every test chip (one confusion matrix, :func:`geoseg.train.evaluate_chips`),
 and writes ``bench_train.json`` in its work folder.
 
-The number of epochs is derived from the budget: after synthesis and tiling, a few timed
-training steps on random data estimate the seconds per chip (:func:`time_training`), and as
-many epochs as fit in what is left (less a reserve for validation and the test scoring) are
-run. The learning-rate schedule (one-cycle) is then complete, whatever the machine's speed.
+The number of epochs is derived from the budget: after synthesis and tiling, what is left
+(less a reserve for the test scoring) is the training's own time budget
+(:attr:`geoseg.train.TrainConfig.minutes`, which times real steps and fits the epochs), so
+the learning-rate schedule (one-cycle) is complete, whatever the machine's speed.
 
 The test scenes are tiled without overlap into ``scene_size / chip`` squares, so the test
 chips cover every test pixel exactly once; the model's predictions, made at the coarser
@@ -24,23 +24,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geoseg.options import Device
 
-if TYPE_CHECKING:
-    from geoseg.train import TrainConfig
-
-__all__ = ["QualityReport", "bench_quality", "synth_and_tile", "time_training"]
+__all__ = ["QualityReport", "bench_quality", "synth_and_tile"]
 
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "bench_train.json"
+
+TEST_RESERVE_S = 20.0
+"""Seconds of the budget kept for scoring the test chips (at least; or 5 % of what is left)."""
 
 
 @dataclass(frozen=True)
@@ -98,54 +97,6 @@ def synth_and_tile(
     return store, t1 - t0, time.perf_counter() - t1
 
 
-def time_training(
-    config: TrainConfig, in_channels: int, crop: int, model_chip: int, work: Path
-) -> tuple[float, float, float]:
-    """Seconds per chip of a training step and of validation, and per epoch of saving.
-
-    Timed on random data, on the CPU. Training: the median of 3 steps after a warm-up step
-    (:func:`geoseg.train.train_step`). Validation: the real scoring path
-    (:func:`geoseg.train.evaluate_epoch`: forward pass, logits upsampled to the chips'
-    resolution, confusion matrix), once. Saving: the resume state (model + optimizer) and
-    the checkpoint written after an epoch.
-    """
-    import torch
-
-    from geoseg.losses import build_loss
-    from geoseg.models import build_model
-    from geoseg.train import evaluate_epoch, train_step
-
-    args = {} if config.encoder is None else {"encoder": config.encoder}
-    model = build_model(config.model, in_channels=in_channels, num_classes=6, **args)
-    weights = [1.0] * 6 if "wce" in config.loss else None
-    loss_fn = build_loss(config.loss, num_classes=6, class_weights=weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    n = config.batch_size
-    x = torch.randn(n, in_channels, crop, crop)
-    y = torch.randint(0, 6, (n, crop, crop))
-    times = []
-    for _ in range(4):
-        t = time.perf_counter()
-        train_step(model, x, y, loss_fn=loss_fn, opt=opt, device=torch.device("cpu"))
-        times.append(time.perf_counter() - t)
-    native = model_chip * config.downsample
-    batch = [
-        (
-            torch.randn(n, in_channels, model_chip, model_chip),
-            torch.randint(0, 6, (n, native, native)),
-        )
-    ]
-    t = time.perf_counter()
-    evaluate_epoch(model, batch, device=torch.device("cpu"), num_classes=6, loss_fn=loss_fn)  # type: ignore[arg-type]
-    t_eval = (time.perf_counter() - t) / n
-    t = time.perf_counter()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, work / "probe.pt")
-    torch.save(model.state_dict(), work / "probe.pt")
-    t_save = time.perf_counter() - t
-    (work / "probe.pt").unlink()
-    return sorted(times[1:])[1] / n, t_eval, t_save
-
-
 def bench_quality(
     *,
     minutes: float = 15.0,
@@ -169,7 +120,6 @@ def bench_quality(
     device: Device = "cpu",
     threads: int | None = None,
     seed: int = 0,
-    safety: float = 0.75,
 ) -> QualityReport:
     """Train on synthetic scenes within a time budget; score the model on unseen scenes.
 
@@ -192,12 +142,9 @@ def bench_quality(
         class_weights: ``none`` or ``median_frequency``.
         epochs: Epochs; None: as many as fit in the budget.
         workers: DataLoader worker processes.
-        device: Training and test device (give ``epochs`` off the CPU: the budget planning
-            times steps on the CPU).
+        device: Training and test device.
         threads: torch threads (None: all).
         seed: Training seed.
-        safety: Fraction of the time left that the planned epochs may take (the rest
-            absorbs other processes slowing the run down).
 
     Returns:
         The report, also written to ``workdir/bench_train.json``.
@@ -227,14 +174,10 @@ def bench_quality(
         t_synth_train, t_synth_test, t_tile_train, t_tile_test,
     )  # fmt: skip
 
-    meta, train_index = read_store(train_store)
+    _, train_index = read_store(train_store)
     _, test_index = read_store(test_store)
     scenes = sorted(set(train_index["scene"]))
     val_ids = tuple(scenes[-val_scenes:]) if val_scenes else None
-    n_val = int(train_index["scene"].isin(val_ids or ()).sum())
-    n_train = len(train_index) - n_val
-    model_chip = chip // downsample
-    crop_px = crop or model_chip
     config = TrainConfig(
         model=model,
         encoder=encoder or None,
@@ -252,22 +195,12 @@ def bench_quality(
         workers=workers,
         cache=True,
     )
-    if not epochs:
-        sec_chip, eval_chip, save_s = time_training(
-            config, len(meta["bands"]), crop_px, model_chip, work
-        )
-        first_epoch_io = 0.25 * (n_train + n_val)  # reading + downsampling before the cache
+    if epochs:
+        config = replace(config, epochs=epochs)
+    else:  # the training fits its epochs into what is left, less the test scoring's reserve
         left = budget - (time.perf_counter() - t_start)
-        reserve = eval_chip * len(test_index) * 1.5 + first_epoch_io + 20.0
-        per_epoch = sec_chip * n_train + eval_chip * n_val + save_s
-        epochs = max(1, math.floor(safety * (left - reserve) / per_epoch))
-        logger.info(
-            "%.2f s per training chip (%d px crops), %.2f s per validation chip; %d train "
-            "chips, %d val chips, %d test chips: %d epochs of ~%.0f s fit in the %.0f s left",
-            sec_chip, crop_px, eval_chip, n_train, n_val, len(test_index), epochs, per_epoch,
-            left,
-        )  # fmt: skip
-    config = TrainConfig(**{**asdict(config), "epochs": epochs})
+        reserve = max(TEST_RESERVE_S, 0.05 * left)
+        config = replace(config, minutes=max(left - reserve, 1.0) / 60.0)
 
     t_train0 = time.perf_counter()
     report = train(train_store, work / "model.pt", config=config, overwrite=True)
@@ -311,6 +244,8 @@ def bench_quality(
             "test_chips": len(test_index),
             "config": config.to_dict(),
         },
+        "budget": report.budget,
+        "stopped_early": report.stopped_early,
         "best_epoch": report.best_epoch,
         "best_val_miou": report.best_val_miou,
         "test": {

@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 import click
 
 from geoseg.cli.options import (
-    Fraction,
     Number,
     PositiveInt,
     batch_size_opt,
@@ -360,8 +359,7 @@ def bench_train_cmd(
     type=device_type(),
     default="cpu",
     show_default=True,
-    help="Training and test device (give --epochs off the CPU: the budget planning times "
-    "steps on the CPU).",
+    help="Training and test device.",
 )
 @click.option(
     "--threads",
@@ -371,14 +369,6 @@ def bench_train_cmd(
     help="torch threads.",
 )
 @click.option("--seed", type=PositiveInt(0), default=0, show_default=True, help="Training seed.")
-@click.option(
-    "--safety",
-    type=Fraction(),
-    default=0.75,
-    show_default=True,
-    help="Fraction of the time left that the planned epochs may take (the rest absorbs "
-    "other processes slowing the run down).",
-)
 def bench_quality_cmd(**params: Any) -> None:
     """Train on synthetic scenes within a time budget; score the model on unseen scenes.
 

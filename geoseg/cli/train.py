@@ -16,6 +16,9 @@ from geoseg.cli.options import (
 )
 from geoseg.options import default_workers
 
+CPU_ADAPTED = ("downsample", "chip_size", "workers", "cache")
+"""Options whose defaults adapt to a CPU when not given (see ``adapt_store_to_cpu``)."""
+
 
 def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from geoseg.models import MODELS
@@ -44,7 +47,10 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--output",
     type=click.Path(dir_okay=False),
     required=True,
-    help="Checkpoint to write (the best epoch); OUT.resume and OUT-stem.metrics.csv go beside it.",
+    help=(
+        "Checkpoint to write (the best epoch); OUT.resume, OUT-stem.metrics.csv and "
+        "OUT-stem.curves.png go beside it."
+    ),
 )
 @click.option(
     "--model",
@@ -55,6 +61,13 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--encoder", help="Encoder of smp models (unet, fpn, ...), e.g. resnet18.")
 @click.option("--epochs", type=PositiveInt(1), default=20, show_default=True)
+@click.option(
+    "--minutes",
+    type=Number(0.0, exclusive=True),
+    default=None,
+    help="Train to a time budget: the epochs (and the learning-rate schedule) are fitted to it "
+    "from timed steps, replacing --epochs; the run stops on time with the best checkpoint.",
+)
 @click.option("--batch-size", type=PositiveInt(1), default=8, show_default=True)
 @click.option(
     "--lr", type=Number(0.0, exclusive=True), default=1e-3, show_default=True, help="Peak LR."
@@ -98,17 +111,30 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--chip-size",
     type=PositiveInt(16),
     default=None,
-    help="Random training crop in model pixels [default: whole chips].",
+    help="Random training crop in model pixels [default: whole chips; on a CPU, 128].",
 )
 @click.option(
     "--downsample",
     type=PositiveInt(1),
     default=1,
-    show_default=True,
-    help="Read chips this many times coarser (the model's GSD = the store's x N).",
+    help="Read chips this many times coarser (the model's GSD = the store's x N) "
+    "[default: 1; on a CPU, to about 20 cm].",
 )
 @click.option("--no-augment", is_flag=True, default=False, help="No D4 flips/rotations.")
-@click.option("--cache", is_flag=True, default=False, help="Keep read chips in memory.")
+@click.option(
+    "--photometric",
+    type=click.FloatRange(0.0, 2.0),
+    default=0.0,
+    show_default=True,
+    metavar="STRENGTH",
+    help="Photometric augmentation strength (brightness, contrast, colour, blur, noise, "
+    "haze; spectral bands only); 0 = off.",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=False,
+    help="Keep read chips in memory [default: off; on a CPU, on when they fit].",
+)
 @click.option(
     "--init-weights",
     type=click.Path(exists=True, dir_okay=False),
@@ -127,17 +153,20 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--workers",
     type=PositiveInt(0),
     default=default_workers,
-    show_default="min(8, CPU count)",
+    show_default="min(8, CPU count); on a CPU, 0",
     help="DataLoader worker processes; 0 reads chips in the main process.",
 )
 @click.option("--resume", is_flag=True, default=False, help="Continue from OUT.resume.")
 @overwrite_opt
+@click.pass_context
 def train(
+    ctx: click.Context,
     tiles: str,
     output: str,
     model: str,
     encoder: str | None,
     epochs: int,
+    minutes: float | None,
     batch_size: int,
     lr: float,
     weight_decay: float,
@@ -150,6 +179,7 @@ def train(
     chip_size: int | None,
     downsample: int,
     no_augment: bool,
+    photometric: float,
     cache: bool,
     init_weights: str | None,
     contact_weight: float,
@@ -162,9 +192,10 @@ def train(
 
     Scenes are split, whole, into training and validation (--val-scenes, or a seeded
     --val-fraction of them). The best epoch by validation mIoU is written to -o; per-epoch
-    metrics go to OUT-stem.metrics.csv; an interrupted run continues with --resume. A store
-    tiled with --footprints trains one more output, the building contact (its validation F1
-    is logged beside mIoU), which `geoseg predict` writes as {scene}_contact.tif.
+    metrics go to OUT-stem.metrics.csv, drawn in OUT-stem.curves.png (losses and validation
+    IoU per class); an interrupted run continues with --resume. A store tiled with
+    --footprints trains one more output, the building contact (its validation F1 is logged
+    beside mIoU), which `geoseg predict` writes as {scene}_contact.tif.
 
     \b
     $ geoseg train tiles/potsdam --model unet --encoder resnet18 --epochs 30 -o model.pt
@@ -174,7 +205,8 @@ def train(
     """
     from tqdm import tqdm
 
-    from geoseg.train import TrainConfig, TrainEvent
+    from geoseg._torch import torch_device
+    from geoseg.train import TrainConfig, TrainEvent, adapt_store_to_cpu
     from geoseg.train import train as run_training
 
     if val_scenes is not None and val_fraction is not None:
@@ -197,12 +229,23 @@ def train(
         chip_size=chip_size,
         downsample=downsample,
         augment=not no_augment,
+        photometric=photometric,
         device=device,
         workers=workers,
         cache=cache,
         init_weights=init_weights,
         contact_weight=contact_weight,
+        minutes=minutes,
     )
+    if torch_device(device).type == "cpu":
+        given = {
+            name
+            for name in CPU_ADAPTED
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        }
+        config, notes = adapt_store_to_cpu(tiles, config, given=given)
+        if notes:
+            click.echo("CPU defaults: " + "; ".join(notes) + " (set the options to override)")
     bars: list[Any] = []
 
     def progress(event: TrainEvent) -> None:
@@ -241,5 +284,12 @@ def train(
         f"{report.checkpoint}: epoch {report.best_epoch} of {report.epochs} ({best}); "
         f"{report.train_chips} training chips ({', '.join(report.train_scenes)}), "
         f"{report.val_chips} validation chips ({', '.join(report.val_scenes) or 'none'}), "
-        f"{report.device}, {report.seconds:.0f} s; metrics: {report.log}"
+        f"{report.device}, {report.seconds:.0f} s; metrics: {report.log}, curves: {report.curves}"
     )
+    if report.budget is not None:
+        b = report.budget
+        click.echo(
+            f"time budget {b['minutes']:g} min: {b['epochs']} epochs fitted "
+            f"({b['step_seconds']:.3f} s per step, ~{b['epoch_seconds']:.1f} s per epoch)"
+            + ("; stopped early, the epochs ran slower than timed" if report.stopped_early else "")
+        )

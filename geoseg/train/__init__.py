@@ -27,11 +27,13 @@ The package, in the order of a run: :mod:`._config` (options, events, the report
 schedule), :mod:`._step` (one training step, the loader, the device), :mod:`._validation`
 (scoring whole chips: each epoch's validation and :func:`evaluate_chips`), :mod:`._resume`
 (the checkpoint, the resume state and the metrics log), :mod:`._contact` (the building-contact
-output of a store tiled with footprints: its loss, validation counts and positive weight).
+output of a store tiled with footprints: its loss, validation counts and positive weight),
+:mod:`._budget` (a time budget fitted into epochs, and the defaults that adapt to a CPU).
 """
 
 from __future__ import annotations
 
+from geoseg.train._budget import adapt_store_to_cpu
 from geoseg.train._config import TrainConfig, TrainEvent, TrainReport
 from geoseg.train._loop import train
 from geoseg.train._resume import log_path_for, resume_path_for
@@ -43,6 +45,7 @@ __all__ = [
     "TrainEvent",
     "TrainReport",
     "adamw_fused",
+    "adapt_store_to_cpu",
     "evaluate_chips",
     "evaluate_epoch",
     "log_path_for",

@@ -51,6 +51,9 @@ class TrainConfig:
             distance is the store's times this); validation still scores the predictions,
             upsampled, against the labels at the store's resolution.
         augment: Random D4 transforms (flips and quarter turns) of the training chips.
+        photometric: Strength of a random photometric change of the training chips'
+            spectral bands (brightness, contrast, colour, blur, noise, haze;
+            :func:`geoseg.augment.photometric`), 0..2; 0 = off.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader worker processes (0 reads in the main process).
         cache: Keep downsampled chips in memory after their first read (each worker its own).
@@ -59,6 +62,12 @@ class TrainConfig:
             cross-entropy) added to the class loss, when the store has a contact target
             (``geoseg tile --footprints``); the model then has a ``contact`` output. 0 trains
             without it.
+        minutes: A time budget for the whole call (None: none). The epochs are fitted to
+            it before training starts (``epochs`` is then replaced by the number that fits,
+            see :mod:`geoseg.train._budget`) and the run stops early, with the best
+            checkpoint, if the epochs run slower than timed. The result then depends on the
+            machine's speed; the fitted ``epochs`` are saved, and rerunning with them
+            reproduces the run.
     """
 
     model: str = "unet"
@@ -76,15 +85,21 @@ class TrainConfig:
     chip_size: int | None = None
     downsample: int = 1
     augment: bool = True
+    photometric: float = 0.0
     device: Device = "auto"
     workers: int = 0
     cache: bool = False
     init_weights: str | None = None
     contact_weight: float = 1.0
+    minutes: float | None = None
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
             (self.epochs >= 1, f"epochs={self.epochs}: must be >= 1"),
+            (
+                self.minutes is None or (math.isfinite(self.minutes) and self.minutes > 0),
+                f"minutes={self.minutes}: the time budget must be a number of minutes > 0",
+            ),
             (self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1"),
             (
                 math.isfinite(self.lr) and self.lr > 0,
@@ -105,6 +120,10 @@ class TrainConfig:
                 f"chip_size={self.chip_size}: must be >= 16 pixels",
             ),
             (self.downsample >= 1, f"downsample={self.downsample}: must be an integer >= 1"),
+            (
+                0.0 <= self.photometric <= 2.0,
+                f"photometric={self.photometric}: the strength must be >= 0 and <= 2 (0 = off)",
+            ),
             (self.workers >= 0, f"workers={self.workers}: must be >= 0"),
             (
                 self.schedule in get_args(Schedule),
@@ -195,6 +214,7 @@ class TrainReport:
         checkpoint: The best checkpoint (``OUT``).
         resume: The resume state (``OUT.resume``).
         log: The per-epoch metrics CSV.
+        curves: The training-curve PNG drawn from it (losses, validation IoU per class).
         epochs: Epochs completed (including those before a resume).
         best_epoch: Epoch of the saved checkpoint.
         best_val_miou: Its validation mIoU (None without validation).
@@ -205,11 +225,16 @@ class TrainReport:
         device: Device used (``cpu`` or ``cuda``).
         history: One dict per epoch, the rows of the CSV.
         seconds: Wall time of this call.
+        budget: With ``minutes``: how the budget was spent
+            (:meth:`~geoseg.train._budget.BudgetPlan.to_dict`), else None.
+        stopped_early: The run stopped before its last epoch because another would have
+            ended past the ``minutes`` budget.
     """
 
     checkpoint: Path
     resume: Path
     log: Path
+    curves: Path
     epochs: int
     best_epoch: int
     best_val_miou: float | None
@@ -220,3 +245,5 @@ class TrainReport:
     device: str
     history: tuple[dict[str, Any], ...] = field(repr=False)
     seconds: float
+    budget: dict[str, Any] | None = None
+    stopped_early: bool = False

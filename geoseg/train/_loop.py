@@ -3,7 +3,9 @@
 Each epoch trains on random crops of the training chips (:func:`train_epoch`), validates on
 whole validation chips (:func:`geoseg.train._validation.evaluate_epoch`), appends a row to
 the metrics log, saves the checkpoint if the epoch is the best so far and rewrites the resume
-state (:mod:`geoseg.train._resume`).
+state (:mod:`geoseg.train._resume`). The training-curve picture
+(:func:`geoseg.train._curves.write_curves`) is drawn at the end of the run and, in a long one,
+after an epoch when :data:`CURVES_EVERY_S` have passed since it was last drawn.
 
 Learning-rate schedule (:func:`make_scheduler`): the default is one-cycle (Smith & Topin
 2019) stepped per batch: a warm-up over the first 15 % of steps from ``lr/25`` to ``lr``
@@ -22,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,13 +36,16 @@ from geoseg._torch import torch_device
 from geoseg.checkpoint import save_checkpoint
 from geoseg.data import ChipDataset, SeededSampler, band_stats
 from geoseg.evaluate import PixelMetrics
+from geoseg.train._budget import BudgetPlan, fit_budget, over_budget
 from geoseg.train._config import TrainConfig, TrainEvent, TrainReport
 from geoseg.train._contact import ContactLoss, contact_metrics
+from geoseg.train._curves import write_curves
 from geoseg.train._plan import plan_training
 from geoseg.train._resume import (
     build_checkpoint,
     check_outputs,
     check_resumable,
+    curves_path_for,
     load_resume,
     log_path_for,
     resume_path_for,
@@ -57,6 +62,7 @@ from geoseg.train._step import (
 from geoseg.train._validation import EvalResult, evaluate_epoch
 
 __all__ = [
+    "CURVES_EVERY_S",
     "LOG_EVERY",
     "EpochStats",
     "epoch_row",
@@ -71,6 +77,9 @@ logger = logging.getLogger("geoseg.train")
 
 LOG_EVERY = 10
 """Training steps between two reads of the running loss by the host (see :func:`train_epoch`)."""
+
+CURVES_EVERY_S = 60.0
+"""Seconds after which an epoch's end redraws the curves PNG (a write costs ~0.2 s)."""
 
 
 def make_scheduler(
@@ -230,9 +239,9 @@ def train(
 
     Args:
         store: A labelled tile store (``geoseg tile``).
-        out: The checkpoint to write (e.g. ``model.pt``); the resume state and the
-            metrics CSV are written next to it (see :func:`resume_path_for`,
-            :func:`log_path_for`).
+        out: The checkpoint to write (e.g. ``model.pt``); the resume state, the
+            metrics CSV and the training-curve PNG are written next to it (see
+            :func:`resume_path_for`, :func:`log_path_for`, :func:`curves_path_for`).
         config: The training options.
         resume: Continue from ``out``'s resume state; the options must be the same as the
             interrupted run's, except ``device``, ``workers`` and ``cache``.
@@ -257,6 +266,7 @@ def train(
     t_start = time.perf_counter()
     out = Path(out)
     resume_file, log_file = resume_path_for(out), log_path_for(out)
+    curves_file = curves_path_for(out)
     check_outputs(out, resume=resume, overwrite=overwrite)
     plan = plan_training(store, config)
     num_classes = len(plan.schema)
@@ -280,6 +290,8 @@ def train(
     state: dict[str, Any] | None = None
     if resume:
         state = load_resume(resume_file)
+        if config.minutes is not None:  # finish the epochs the interrupted run fitted
+            config = replace(config, epochs=int(state["config"].get("epochs", config.epochs)))
         check_resumable(state["config"], config, resume_file)
 
     train_ds = ChipDataset(
@@ -287,6 +299,8 @@ def train(
         num_classes=num_classes,
         crop=plan.crop,
         augment=config.augment,
+        photometric=config.photometric,
+        bands=plan.bands,
         downsample=config.downsample,
         cache=config.cache,
         contact=plan.contact,
@@ -325,6 +339,35 @@ def train(
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     loss_fn.to(device)
+    budget: BudgetPlan | None = None
+    if config.minutes is not None and state is None:
+        budget = fit_budget(
+            config,
+            model=model,
+            loss_fn=loss_fn,
+            train_item=lambda i: train_ds[(i, config.seed)],
+            val_item=lambda i: val_ds[i],
+            train_chips=len(train_ds),
+            val_chips=len(val_ds),
+            validate=lambda m, batches: evaluate_epoch(
+                m,
+                batches,
+                device=device,
+                num_classes=num_classes,
+                loss_fn=loss_fn,
+                contact=plan.contact,
+            ),
+            device=device,
+            elapsed=time.perf_counter() - t_start,
+            scratch=out.parent,
+        )
+        config = replace(config, epochs=budget.epochs)
+        logger.info(
+            "time budget %g min: %d epochs fit (%.3f s per step, ~%.1f s per epoch, "
+            "+%.0f s in the first; %.0f s left)",
+            budget.minutes, budget.epochs, budget.step_seconds, budget.epoch_seconds,
+            budget.first_epoch_seconds, budget.seconds_left,
+        )  # fmt: skip
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay, fused=adamw_fused(device, params)
@@ -371,6 +414,18 @@ def train(
         # before its first epoch ends. An old checkpoint stays until the new one replaces it.
         resume_file.unlink(missing_ok=True)
         log_file.unlink(missing_ok=True)
+        curves_file.unlink(missing_ok=True)
+
+    # the curves PNG: epochs drawn last, and when (time.perf_counter())
+    drawn, drawn_at = -1, t_start
+
+    def draw_curves() -> None:
+        nonlocal drawn, drawn_at
+        write_curves(history, plan.schema.classes, curves_file, colours=plan.schema.colours)
+        drawn, drawn_at = len(history), time.perf_counter()
+
+    if history:  # resumed: redrawn without the epochs the CSV dropped
+        draw_curves()
     logger.info(
         "training %s on %d chips (%s), validating on %d chips (%s), %d steps/epoch, %s",
         config.model,
@@ -402,7 +457,10 @@ def train(
                 )
             )
 
+    epoch_times: list[float] = []  # of this call's epochs, for the time budget
+    stopped_early = False
     for epoch in range(len(history) + 1, config.epochs + 1):
+        t_epoch = time.perf_counter()
         train_sampler.set_epoch(epoch)
         stats_e = train_epoch(
             model,
@@ -464,12 +522,32 @@ def train(
             row["chips_per_s"] or 0.0,
             100 * (row["data_wait_fraction"] or 0.0),
         )
+        if time.perf_counter() - drawn_at >= CURVES_EVERY_S:
+            draw_curves()
         event("epoch", epoch, steps, row["train_loss"], row["lr"])
+        epoch_times.append(time.perf_counter() - t_epoch)
+        if config.minutes is not None and over_budget(
+            time.perf_counter() - t_start,
+            60.0 * config.minutes,
+            epoch_times,
+            epoch=epoch,
+            epochs=config.epochs,
+        ):
+            stopped_early = True
+            logger.warning(
+                "time budget of %g min reached after epoch %d of %d (epochs ran slower than "
+                "timed); stopping with the best checkpoint, epoch %d",
+                config.minutes, epoch, config.epochs, best_epoch,
+            )  # fmt: skip
+            break
 
+    if history and drawn != len(history):
+        draw_curves()
     return TrainReport(
         checkpoint=out,
         resume=resume_file,
         log=log_file,
+        curves=curves_file,
         epochs=len(history),
         best_epoch=best_epoch,
         best_val_miou=best_miou,
@@ -480,6 +558,8 @@ def train(
         device=device.type,
         history=tuple(history),
         seconds=time.perf_counter() - t_start,
+        budget=None if budget is None else budget.to_dict(),
+        stopped_early=stopped_early,
     )
 
 

@@ -5,7 +5,8 @@
   best so far and the metric history, rewritten atomically after every epoch
   (:func:`save_resume`, :func:`load_resume`); only the options of :data:`RESUMABLE_CHANGES`
   may differ on resumption (:func:`check_resumable`);
-* the metrics CSV (:func:`log_path_for`, :func:`write_log`).
+* the metrics CSV (:func:`log_path_for`, :func:`write_log`) and the training-curve PNG drawn
+  from it (:func:`curves_path_for`, :func:`geoseg.train._curves.write_curves`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "build_checkpoint",
     "check_outputs",
     "check_resumable",
+    "curves_path_for",
     "load_resume",
     "log_path_for",
     "resume_path_for",
@@ -62,22 +64,29 @@ def log_path_for(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".metrics.csv")
 
 
+def curves_path_for(out: str | os.PathLike[str]) -> Path:
+    """Where the training-curve picture goes: ``model.pt`` -> ``model.curves.png``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".curves.png")
+
+
 def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check that a run may write ``out`` (never clobber unless ``overwrite``).
 
-    ``out``, its resume state and its metrics CSV must be files that can be created: no
-    parent of theirs a file, no folder in their place.
+    ``out``, its resume state, its metrics CSV and its curves PNG must be files that can be
+    created: no parent of theirs a file, no folder in their place.
 
     Raises:
         ConfigError: Both ``resume`` and ``overwrite``.
-        OutputError: ``out``, its resume state or its metrics CSV cannot be created.
+        OutputError: ``out``, its resume state, its metrics CSV or its curves PNG cannot be
+            created.
         CheckpointError: ``resume`` without a resume state.
         OutputExistsError: ``out`` or its resume state exists, and neither flag is set.
     """
     resume_file = resume_path_for(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other; choose one")
-    for p in (out, resume_file, log_path_for(out)):
+    for p in (out, resume_file, log_path_for(out), curves_path_for(out)):
         check_output_path(p, kind="file")
     if resume:
         if not resume_file.is_file():
