@@ -544,7 +544,7 @@ def build_loss(
 def class_weights_from_histogram(
     hist: Sequence[int],
     *,
-    method: Literal["median_frequency", "inverse"] = "median_frequency",
+    method: Literal["median_frequency", "sqrt_median_frequency", "inverse"] = "median_frequency",
 ) -> list[float]:
     """Per-class loss weights from a class pixel histogram.
 
@@ -552,6 +552,9 @@ def class_weights_from_histogram(
 
     * ``median_frequency`` (Eigen & Fergus 2015): ``median(f) / f_c``, the median over the
       classes that occur; the class at the median frequency gets 1.
+    * ``sqrt_median_frequency``: the square root of that, ``sqrt(median(f) / f_c)``: rare
+      classes still weigh more, but a class 100 times rarer than the median weighs 10, not
+      100, so that the loss does not buy the rare classes with the large ones' pixels.
     * ``inverse``: ``1 / (K f_c)`` with ``K`` the number of classes that occur, so that the
       pixel-weighted mean weight is 1.
 
@@ -559,7 +562,7 @@ def class_weights_from_histogram(
 
     Args:
         hist: Pixel count per class (ignored pixels excluded).
-        method: ``median_frequency`` or ``inverse``.
+        method: ``median_frequency``, ``sqrt_median_frequency`` or ``inverse``.
 
     Returns:
         One weight per class.
@@ -573,10 +576,16 @@ def class_weights_from_histogram(
     total = sum(counts)
     freqs = [c / total for c in counts]
     present = [f for f in freqs if f > 0]
+    if method == "sqrt_median_frequency":
+        ref = statistics.median(present)
+        return [math.sqrt(ref / f) if f > 0 else 0.0 for f in freqs]
     if method == "median_frequency":
         ref = statistics.median(present)
     elif method == "inverse":
         ref = 1.0 / len(present)
     else:
-        raise InputError(f"unknown method {method!r}; use 'median_frequency' or 'inverse'")
+        raise InputError(
+            f"unknown method {method!r}; use 'median_frequency', 'sqrt_median_frequency' or "
+            "'inverse'"
+        )
     return [ref / f if f > 0 else 0.0 for f in freqs]

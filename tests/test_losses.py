@@ -575,6 +575,12 @@ def test_median_frequency_weights() -> None:
     )
 
 
+def test_sqrt_median_frequency_weights_soften_the_ratio() -> None:
+    # median 0.3: a class 3x rarer weighs sqrt(3), one 2x commoner 1/sqrt(2)
+    w = class_weights_from_histogram([10, 30, 0, 60], method="sqrt_median_frequency")
+    assert w == pytest.approx([math.sqrt(3.0), 1.0, 0.0, math.sqrt(0.5)])
+
+
 def test_inverse_weights_average_to_one_per_pixel() -> None:
     hist = [10, 30, 0, 60]
     w = class_weights_from_histogram(hist, method="inverse")

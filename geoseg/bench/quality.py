@@ -139,7 +139,7 @@ def bench_quality(
         batch_size: Chips per step.
         lr: Peak learning rate.
         loss: Loss spec.
-        class_weights: ``none`` or ``median_frequency``.
+        class_weights: ``none``, ``median_frequency`` or ``sqrt_median_frequency``.
         epochs: Epochs; None: as many as fit in the budget.
         workers: DataLoader worker processes.
         device: Training and test device.

@@ -335,7 +335,7 @@ def bench_train_cmd(
 @click.option("--loss", default="ce+dice", show_default=True, help="Loss spec.")
 @click.option(
     "--class-weights",
-    type=click.Choice(["none", "median_frequency"]),
+    type=click.Choice(["none", "median_frequency", "sqrt_median_frequency"]),
     default="none",
     show_default=True,
     help="Class weights of a wce loss term.",

@@ -90,7 +90,7 @@ def _check_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--class-weights",
-    type=click.Choice(["none", "median_frequency"]),
+    type=click.Choice(["none", "median_frequency", "sqrt_median_frequency"]),
     default="none",
     show_default=True,
     help="Weights of the 'wce' term, from the training chips' class histogram.",

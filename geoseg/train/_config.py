@@ -22,7 +22,7 @@ from geoseg.options import DEVICE_PATTERN, DEVICE_VALUES, Device
 __all__ = ["ClassWeighting", "Device", "Schedule", "TrainConfig", "TrainEvent", "TrainReport"]
 
 Schedule = Literal["onecycle", "cosine", "constant"]
-ClassWeighting = Literal["none", "median_frequency"]
+ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay.
         schedule: ``onecycle``, ``cosine`` or ``constant`` (stepped per batch).
         loss: Loss spec (:func:`geoseg.losses.build_loss`), e.g. ``ce+dice``.
-        class_weights: ``median_frequency`` weights from the training chips' class
-            histogram for a ``wce`` loss term; ``none`` otherwise.
+        class_weights: ``median_frequency`` (or its square root, ``sqrt_median_frequency``)
+            weights from the training chips' class histogram for a ``wce`` loss term;
+            ``none`` otherwise.
         val_scenes: Validation scenes by id; None draws ``val_fraction`` of the scenes.
         val_fraction: Fraction of the scenes (whole scenes, seeded) for validation; 0 trains
             without validation (the last epoch is then the best).

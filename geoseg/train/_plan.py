@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from geoseg.data import chip_gsd, split_scenes
 from geoseg.errors import ConfigError, InputError, SchemaError
@@ -73,14 +73,16 @@ def plan_training(store: str | os.PathLike[str], config: TrainConfig) -> TrainPl
         seed=config.seed,
     )
     weights = None
-    if config.class_weights == "median_frequency":
+    if config.class_weights != "none":
         if "wce" not in config.loss.replace(" ", "").lower():
             raise ConfigError(
                 f"class weights apply to the 'wce' loss term only, and loss {config.loss!r} "
                 "has none; use e.g. --loss wce+dice, or --class-weights none"
             )
-        weights = class_weights_from_index(index, train_scenes, len(schema))
-        logger.info("class weights (median frequency): %s", [round(w, 3) for w in weights])
+        weights = class_weights_from_index(
+            index, train_scenes, len(schema), method=config.class_weights
+        )
+        logger.info("class weights (%s): %s", config.class_weights, [round(w, 3) for w in weights])
     chip_size = int(meta.get("size", 0))
     model_chip = -(-chip_size // config.downsample)
     if config.chip_size is not None and config.chip_size > model_chip:
@@ -135,17 +137,24 @@ def _check_contact(store: str | os.PathLike[str], index: Any) -> None:
         )
 
 
-def class_weights_from_index(index: Any, scenes: Sequence[str], num_classes: int) -> list[float]:
-    """Median-frequency class weights from the class histogram of ``scenes``' chips.
+def class_weights_from_index(
+    index: Any,
+    scenes: Sequence[str],
+    num_classes: int,
+    *,
+    method: Literal["median_frequency", "sqrt_median_frequency"] = "median_frequency",
+) -> list[float]:
+    """Class weights from the class histogram of ``scenes``' chips.
 
     Args:
         index: The store's chip index (a ``scene`` column, a ``class_<c>`` pixel count
             per class).
         scenes: The scenes whose chips count (the training scenes).
         num_classes: Number of classes.
+        method: See :func:`geoseg.losses.class_weights_from_histogram`.
     """
     from geoseg.losses import class_weights_from_histogram
 
     rows = index[index["scene"].isin(list(scenes))]
     hist = [int(rows[f"class_{c}"].sum()) for c in range(num_classes)]
-    return class_weights_from_histogram(hist, method="median_frequency")
+    return class_weights_from_histogram(hist, method=method)
