@@ -99,10 +99,31 @@ def test_demo_pipeline_small(tmp_path: Path) -> None:
 
     steps: list[str] = []
     rep = run_demo(tmp_path / "demo", size=1024, train_scenes=3, epochs=2, step=steps.append)
-    assert len(steps) == 6
-    for name in ("class map (COG)", "polygons (GeoPackage)", "metrics (JSON)", "model"):
+    assert len(steps) == 7
+    for name in (
+        "class map (COG)",
+        "polygons (GeoPackage)",
+        "metrics (JSON)",
+        "model",
+        "training curves (PNG)",
+        "quick-look (PNG)",
+    ):
         assert rep.outputs[name].exists(), name
-    assert set(rep.seconds) == {"synth", "tile", "train", "predict", "vectorize", "evaluate"}
+    assert set(rep.seconds) == {
+        "synth", "tile", "train", "predict", "vectorize", "evaluate", "quick-look"
+    }  # fmt: skip
+    png = rep.outputs["quick-look (PNG)"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "test mIoU" in rep.figures and "mIoU" in rep.table
     res = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "demo")])
     assert res.exit_code == 1 and "--overwrite" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_the_demo_gives_the_same_figures_on_every_run(tmp_path: Path) -> None:
+    from geoseg.demo import run_demo
+
+    a = run_demo(tmp_path / "a", size=1024, train_scenes=3, epochs=3)
+    b = run_demo(tmp_path / "b", size=1024, train_scenes=3, epochs=3)
+    assert a.figures == b.figures and a.table == b.table
+    assert a.figures["test mIoU"] > 0

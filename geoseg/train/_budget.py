@@ -18,9 +18,11 @@ import io
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,7 +153,7 @@ def fit_budget(
         validate: Runs the run's validation on a list of batches.
         device: The run's device.
         elapsed: Seconds of the budget already spent (data planning, band statistics).
-        scratch: Folder for the probe's checkpoint file.
+        scratch: Folder for the probe's checkpoint file (or its nearest existing ancestor).
 
     Raises:
         ConfigError: Not even one epoch fits in what is left of the budget.
@@ -190,13 +192,13 @@ def fit_budget(
     t0 = time.perf_counter()
     buffer = io.BytesIO()
     torch.save({"model": probe.state_dict(), "optimizer": opt.state_dict()}, buffer)
-    path = os.path.join(os.fspath(scratch), f".geoseg-probe-{os.getpid()}.pt")
-    try:
-        with open(path, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.write(buffer.getbuffer()[: len(buffer.getbuffer()) // 3])  # + the checkpoint
-    finally:
-        os.unlink(path)
+    folder = Path(scratch).absolute()
+    while not folder.is_dir():  # the output folder may not exist yet: its nearest ancestor
+        folder = folder.parent
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".geoseg-probe-", suffix=".pt") as f:
+        f.write(buffer.getbuffer())
+        f.write(buffer.getbuffer()[: len(buffer.getbuffer()) // 3])  # + the checkpoint
+        f.flush()
     save_s = time.perf_counter() - t0
     del probe, opt
     reads = read_s * max(0, train_chips - n) + val_read_s * max(0, val_chips - min(n, val_chips))
@@ -296,8 +298,6 @@ def adapt_store_to_cpu(
     Raises:
         InputError: ``store`` is not a tile store, or has no chips.
     """
-    from pathlib import Path
-
     from geoseg.data import chip_gsd
     from geoseg.errors import InputError
     from geoseg.tiles import read_store

@@ -421,7 +421,10 @@ def train(
 
     def draw_curves() -> None:
         nonlocal drawn, drawn_at
-        write_curves(history, plan.schema.classes, curves_file, colours=plan.schema.colours)
+        try:
+            write_curves(history, plan.schema.classes, curves_file, colours=plan.schema.colours)
+        except ImportError:  # a minimal install (the GPU check's) without matplotlib
+            logger.warning("matplotlib is not installed: no training curves PNG")
         drawn, drawn_at = len(history), time.perf_counter()
 
     if history:  # resumed: redrawn without the epochs the CSV dropped

@@ -67,7 +67,7 @@ def test_the_cpu_defaults_adapt_only_what_was_not_given() -> None:
 
 def test_a_budgeted_run_is_the_run_of_its_fitted_epochs(store: Path, tmp_path: Path) -> None:
     cfg = replace(TINY, minutes=0.25)
-    a = train(store, tmp_path / "a.pt", config=cfg)
+    a = train(store, tmp_path / "new" / "a.pt", config=cfg)  # a folder made by the run
     assert a.budget is not None and a.budget["minutes"] == 0.25
     fitted = int(a.budget["epochs"])
     assert fitted >= 1 and a.budget["step_seconds"] > 0
@@ -80,7 +80,7 @@ def test_a_budgeted_run_is_the_run_of_its_fitted_epochs(store: Path, tmp_path: P
         load_checkpoint(a.checkpoint).state_dict, load_checkpoint(b.checkpoint).state_dict
     )
     assert without_timing(rows(a.log)) == without_timing(rows(b.log))
-    assert not list(tmp_path.glob(".geoseg-probe-*"))
+    assert not list(tmp_path.rglob(".geoseg-probe-*"))
 
 
 def test_a_budget_too_short_for_one_epoch_is_refused(store: Path, tmp_path: Path) -> None:

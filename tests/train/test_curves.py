@@ -167,3 +167,17 @@ def test_a_folder_in_the_place_of_the_curves_is_refused(store: Path, tmp_path: P
     with pytest.raises(OutputError, match="m.curves.png"):
         train(store, tmp_path / "m.pt", config=TINY)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_without_matplotlib_training_runs_and_warns(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A minimal install (the GPU check carries no matplotlib) trains without the picture."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    rep = train(store, tmp_path / "m.pt", config=replace(TINY, epochs=1))
+    assert rep.checkpoint.exists() and not rep.curves.exists()
+    assert "matplotlib is not installed" in caplog.text
