@@ -211,9 +211,9 @@ def evaluate(
     mode = _check_mode(ctx, vectors, roads)
     if json_path is not None:
         check_output(json_path, overwrite=overwrite, kind="file")
-    inputs = {"prediction": str(pred), "truth": str(truth)}
+    metrics: Any
     if mode == _ROADS:
-        net = evaluate_roads(
+        metrics = evaluate_roads(
             pred,
             truth,
             layer=layer,
@@ -223,11 +223,10 @@ def evaluate(
             spacing=road_spacing,
             max_pairs=road_max_pairs,
         )
-        click.echo(net.format_table())
-        report = {"mode": "roads", **inputs} | net.to_dict()
-        failure = below_minimum("APLS", net.apls, min_apls)
+        params: dict[str, Any] = {}
+        gate: tuple[str, float, float | None] = ("APLS", metrics.apls, min_apls)
     elif mode == _VECTORS:
-        obj = evaluate_vectors(
+        metrics = evaluate_vectors(
             pred,
             truth,
             layer=layer,
@@ -236,12 +235,10 @@ def evaluate(
             confidence_column=confidence_column,
             min_area=min_area,
         )
-        click.echo(obj.format_table())
-        report = {"mode": "vectors", **inputs, "iou_threshold": iou, "min_area": min_area}
-        report |= obj.to_dict()
-        failure = below_minimum("building F1", obj.f1, min_f1)
+        params = {"iou_threshold": iou, "min_area": min_area}
+        gate = ("building F1", metrics.f1, min_f1)
     else:
-        px = evaluate_rasters(
+        metrics = evaluate_rasters(
             pred,
             truth,
             schema=schema,
@@ -249,10 +246,12 @@ def evaluate(
             ignore_classes=ignore_class,
             block_size=block_size,
         )
-        click.echo(px.format_table())
-        report = {"mode": "pixels", **inputs, "schema": schema.name, "eroded": eroded}
-        report |= px.to_dict()
-        failure = below_minimum("mIoU", px.miou, min_miou)
+        params = {"schema": schema.name, "eroded": eroded}
+        gate = ("mIoU", metrics.miou, min_miou)
+    click.echo(metrics.format_table())
+    report = {"mode": mode, "prediction": str(pred), "truth": str(truth), **params}
+    report |= metrics.to_dict()
+    failure = below_minimum(*gate)
     if json_path is not None:
         write_report(report, json_path, overwrite=overwrite)
     if failure is not None:

@@ -469,9 +469,7 @@ ROAD_LAYER = "road_centerlines"
 _LINE_TYPES = {"LineString", "MultiLineString"}
 
 
-def _road_lines(
-    path: str, layer: str | None, role: str, option: str
-) -> tuple[gpd.GeoDataFrame, str]:
+def _road_lines(path: str, layer: str | None, role: str, option: str) -> gpd.GeoDataFrame:
     """The non-empty line features of a layer (``road_centerlines`` or the only one)."""
     frame, name = _read_layer(path, layer, role, option, ROAD_LAYER)
     geoms = frame.geometry
@@ -485,7 +483,7 @@ def _road_lines(
         )
     if frame.empty:
         logger.warning("%s: layer %r has no road lines", path, name)
-    return frame, name
+    return frame
 
 
 def _metres_per_unit(crs: pyproj.CRS | None) -> float:
@@ -538,8 +536,8 @@ def evaluate_roads(
     from geoseg.evaluate.roads import score_roads
 
     pred_s, truth_s = str(pred_path), str(truth_path)
-    pred, _ = _road_lines(pred_s, layer, "prediction", "--layer")
-    truth, _ = _road_lines(truth_s, truth_layer, "truth", "--truth-layer")
+    pred = _road_lines(pred_s, layer, "prediction", "--layer")
+    truth = _road_lines(truth_s, truth_layer, "truth", "--truth-layer")
     if len(pred) or len(truth):
         pred, truth = _align_crs(pred, truth, pred_s, truth_s, extent)
     if pred.crs is None and truth.crs is None:

@@ -188,7 +188,7 @@ def finish(pieces: list[Piece], ctx: FeatureContext) -> list[Batch]:
     shared walls get arc nodes, so they stay shared when simplified.
     """
     if ctx.split is not None:
-        pieces, _ = split_pieces(pieces, ctx.split, stride=ctx.stride)
+        pieces = split_pieces(pieces, ctx.split, stride=ctx.stride)
     if ctx.tol_px > 0:
         return _features(pieces, [_clean_piece(p, ctx) for p in pieces], ctx)
     # No simplification: only drop collinear vertices (vectorized); the same canonical
@@ -294,7 +294,7 @@ def regularize_batch(
     for piece, neighbours in jobs:
         members = [piece]
         if ctx.split is not None:
-            members, _ = split_pieces([piece], ctx.split, stride=ctx.stride)
+            members = split_pieces([piece], ctx.split, stride=ctx.stride)
         if len(members) > 1:  # attached buildings: one outline, cut at shared walls
             pieces.extend(members)
             all_parts.extend(regularize_attached(members, piece, neighbours, extent, ctx, margin))

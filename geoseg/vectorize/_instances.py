@@ -281,23 +281,17 @@ def split_piece(piece: Piece, source: SplitSource, *, stride: int) -> list[Piece
     return out
 
 
-def split_pieces(
-    pieces: list[Piece], source: SplitSource, *, stride: int
-) -> tuple[list[Piece], list[int]]:
+def split_pieces(pieces: list[Piece], source: SplitSource, *, stride: int) -> list[Piece]:
     """Split the pieces of the building class; the others pass through.
 
     Returns:
-        The pieces in order, each building replaced by its parts, and the group number of
-        each (pieces from one parent share it), so that attached parts can be finished
-        together.
+        The pieces in order, each building replaced by its parts.
     """
     out: list[Piece] = []
-    groups: list[int] = []
-    for g, piece in enumerate(pieces):
-        parts = split_piece(piece, source, stride=stride) if piece.cls == source.cls else [piece]
-        out.extend(parts)
-        groups.extend([g] * len(parts))
-    return out, groups
+    for piece in pieces:
+        split = piece.cls == source.cls
+        out.extend(split_piece(piece, source, stride=stride) if split else [piece])
+    return out
 
 
 def check_split_source(

@@ -364,9 +364,9 @@ def internal_edge_ids(res: BlockResult, n_rows: int, n_cols: int) -> set[int]:
 class BorderMerger:
     """Joins block pieces across internal borders, row by row, streaming final groups.
 
-    Feed it one complete block row at a time with :meth:`add_row`; it returns the groups
-    that became final. Memory holds only groups that touch the bottom border of the last
-    row added.
+    Feed it one complete block row at a time with :meth:`add_row_groups`; it returns the
+    groups that became final (their members, to merge with :func:`merge_pieces`). Memory
+    holds only groups that touch the bottom border of the last row added.
     """
 
     def __init__(self, n_rows: int, n_cols: int) -> None:
@@ -399,14 +399,11 @@ class BorderMerger:
         for i, p in self._pending.items():
             yield self._find(i), p
 
-    def add_row(self, blocks: list[BlockResult]) -> list[Piece]:
-        """Add one block row (all its blocks, any order); return the groups now final."""
-        return [merge_pieces(g) for g in self.add_row_groups(blocks)]
-
     def add_row_groups(self, blocks: list[BlockResult]) -> list[list[Piece]]:
-        """Like :meth:`add_row`, but each final group as its members, not yet merged.
+        """Add one block row (all its blocks, any order); return the groups now final.
 
-        Merging is left to the caller (:func:`merge_pieces`, e.g. in a worker process).
+        Each group is its members, not yet merged: merging is left to the caller
+        (:func:`merge_pieces`, e.g. in a worker process).
         """
         blocks = sorted(blocks, key=lambda b: b.col)
         row = blocks[0].row

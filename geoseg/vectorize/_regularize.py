@@ -408,16 +408,17 @@ def regularize_building(
     dominant = dominant_angle(poly, tolerance=tolerance)
     runs = tuple(k * t for t in (1.0, 2.0, 3.0))
     tried: list[tuple[float | None, float]] = [(0.0, tolerance), (None, tolerance)]
-    tried += [(a, t) for t in (tolerance, *runs) for a in (dominant, rectangle_angle(poly))]
+    rectangle = rectangle_angle(poly)
+    tried += [(a, t) for t in (tolerance, *runs) for a in (dominant, rectangle)]
     tried += [(0.0, t) for t in runs]
+    # a coarser map's rounded corners are not 45 degree walls: every wall goes on the axes
+    dev = math.radians(15.0) if k == 1 else math.radians(45.0)
+    reach = COARSE_REACH_PX * k
     best: tuple[Polygon, float] | None = None
     for angle, tol in tried:
-        # a coarser map's rounded corners are not 45 degree walls: every wall goes on the axes
-        dev = math.radians(15.0) if k == 1 else math.radians(45.0)
         reg = regularize_polygon(poly, tolerance=tol, angle=angle, max_deviation=dev)
         if reg is None:
             continue
-        reach = COARSE_REACH_PX * k
         whole = k > 1 and _within_reach(reg, poly, reach, reach + CORNER_PX * (k - 1))
         parts = polygon_parts(shapely.intersection(reg, extent if whole else allowed))
         if not parts:
