@@ -28,7 +28,16 @@ import numpy.typing as npt
 
 from geoseg.errors import ConfigError
 
-__all__ = ["AIRLIGHT", "blur", "haze", "is_height", "is_spectral", "photometric", "spectral_bands"]
+__all__ = [
+    "AIRLIGHT",
+    "blur",
+    "chroma_rotation",
+    "haze",
+    "is_height",
+    "is_spectral",
+    "photometric",
+    "spectral_bands",
+]
 
 _HEIGHT_RE = re.compile(r"dsm|dtm|height|elev|^dem$|^hag$")
 _SPECTRAL = frozenset(
@@ -213,7 +222,7 @@ def photometric(
         x *= gains[:, None, None]
         rgb = [names.index(c) for c in ("red", "green", "blue") if c in names]
         if rotate and len(rgb) == 3:
-            x[rgb] = np.tensordot(_chroma_rotation(angle), x[rgb], axes=1)
+            x[rgb] = np.tensordot(chroma_rotation(angle).astype(np.float32), x[rgb], axes=1)
     if u[3] < _P_BLUR and sigma >= 0.2:
         if every:
             x = blur(x, sigma)
@@ -235,11 +244,10 @@ def photometric(
     return out
 
 
-def _chroma_rotation(angle: float) -> npt.NDArray[np.float32]:
+def chroma_rotation(angle: float) -> npt.NDArray[np.float64]:
     """3 x 3 rotation of RGB vectors by ``angle`` about the grey axis (1, 1, 1) (Rodrigues)."""
     c, s = math.cos(angle), math.sin(angle)
     k = 1.0 / math.sqrt(3.0)
     cross = np.array([[0, -k, k], [k, 0, -k], [-k, k, 0]])
     outer = np.full((3, 3), k * k)
-    r = c * np.eye(3) + s * cross + (1 - c) * outer
-    return r.astype(np.float32)
+    return c * np.eye(3) + s * cross + (1 - c) * outer

@@ -576,10 +576,7 @@ def class_weights_from_histogram(
     total = sum(counts)
     freqs = [c / total for c in counts]
     present = [f for f in freqs if f > 0]
-    if method == "sqrt_median_frequency":
-        ref = statistics.median(present)
-        return [math.sqrt(ref / f) if f > 0 else 0.0 for f in freqs]
-    if method == "median_frequency":
+    if method in ("median_frequency", "sqrt_median_frequency"):
         ref = statistics.median(present)
     elif method == "inverse":
         ref = 1.0 / len(present)
@@ -588,4 +585,5 @@ def class_weights_from_histogram(
             f"unknown method {method!r}; use 'median_frequency', 'sqrt_median_frequency' or "
             "'inverse'"
         )
-    return [ref / f if f > 0 else 0.0 for f in freqs]
+    weights = [ref / f if f > 0 else 0.0 for f in freqs]
+    return [math.sqrt(w) for w in weights] if method == "sqrt_median_frequency" else weights

@@ -16,9 +16,6 @@ from geoseg.cli.options import (
 )
 from geoseg.options import default_workers
 
-CPU_ADAPTED = ("downsample", "chip_size", "workers", "cache")
-"""Options whose defaults adapt to a CPU when not given (see ``adapt_store_to_cpu``)."""
-
 
 def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from geoseg.models import MODELS
@@ -240,7 +237,7 @@ def train(
     if torch_device(device).type == "cpu":
         given = {
             name
-            for name in CPU_ADAPTED
+            for name in ctx.params
             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
         }
         config, notes = adapt_store_to_cpu(tiles, config, given=given)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.augment import chroma_rotation
 from geoseg.errors import InputError
 from geoseg.synth._objects import BLD, CLUT, GRASS, IMP, TREE, VEG, Colour, Layout
 
@@ -38,7 +39,7 @@ class Tint:
         """``colour`` tinted, clipped to 0..255."""
         rgb = np.asarray(colour[:3], dtype=np.float64)
         if self.rotate_deg:
-            rgb = _rotation(math.radians(self.rotate_deg)) @ rgb
+            rgb = chroma_rotation(math.radians(self.rotate_deg)) @ rgb
         vals = [*rgb, colour[3]]
         r, g, b, ir = (
             float(np.clip(v * k, 0.0, 255.0)) for v, k in zip(vals, self.gains, strict=True)
@@ -97,10 +98,3 @@ def restyle(lay: Layout, style: int) -> None:
             obj.colour = tint.apply(obj.colour)
     if VEG in tints:
         lay.ground = tints[VEG].apply(GRASS[0])
-
-
-def _rotation(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    k = 1.0 / math.sqrt(3.0)
-    cross = np.array([[0, -k, k], [k, 0, -k], [-k, k, 0]])
-    return c * np.eye(3) + s * cross + (1 - c) * np.full((3, 3), k * k)

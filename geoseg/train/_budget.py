@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from geoseg._io import available_memory
 from geoseg.errors import ConfigError
 from geoseg.train._config import TrainConfig
-from geoseg.train._step import train_step
+from geoseg.train._step import to_device, train_step
 
 __all__ = [
     "CPU_CROP",
@@ -165,8 +166,9 @@ def fit_budget(
     t0 = time.perf_counter()
     items = [train_item(i) for i in range(n)]
     read_s = (time.perf_counter() - t0) / n
-    x = torch.stack([it[0] for it in items]).to(device)
-    y = torch.stack([it[1] for it in items]).to(device)
+    x, y = to_device(
+        torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]), device
+    )
     probe = copy.deepcopy(model)
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-6)
     times = []
@@ -280,9 +282,7 @@ def adapt_to_cpu(
         notes.append("0 loader workers (chips read in the main process)")
     if "cache" not in given and not config.cache:
         if memory_bytes is None:
-            import psutil
-
-            memory_bytes = int(psutil.virtual_memory().available)
+            memory_bytes = available_memory()
         need = chips * (bands * 4 + 2) * model_chip * model_chip
         if need <= memory_bytes // 4:
             changes["cache"] = True

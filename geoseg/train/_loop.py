@@ -339,6 +339,13 @@ def train(
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     loss_fn.to(device)
+    validate = functools.partial(
+        evaluate_epoch,
+        device=device,
+        num_classes=num_classes,
+        loss_fn=loss_fn,
+        contact=plan.contact,
+    )
     budget: BudgetPlan | None = None
     if config.minutes is not None and state is None:
         budget = fit_budget(
@@ -349,14 +356,7 @@ def train(
             val_item=lambda i: val_ds[i],
             train_chips=len(train_ds),
             val_chips=len(val_ds),
-            validate=lambda m, batches: evaluate_epoch(
-                m,
-                batches,
-                device=device,
-                num_classes=num_classes,
-                loss_fn=loss_fn,
-                contact=plan.contact,
-            ),
+            validate=validate,
             device=device,
             elapsed=time.perf_counter() - t_start,
             scratch=out.parent,
@@ -477,14 +477,7 @@ def train(
         t_val = time.perf_counter()
         val = None
         if len(val_ds):
-            val = evaluate_epoch(
-                model,
-                loaders["val"],
-                device=device,
-                num_classes=num_classes,
-                loss_fn=loss_fn,
-                contact=plan.contact,
-            )
+            val = validate(model, loaders["val"])
         row = epoch_row(
             epoch,
             float(opt.param_groups[0]["lr"]),

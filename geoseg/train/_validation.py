@@ -76,10 +76,10 @@ def evaluate_epoch(
             with autocast(device):
                 logits = model(x)
             logits = logits.float()
+            f = max(1, round(y.shape[-1] / x.shape[-1]))  # chips read f times coarser
             if loss_fn is not None:
                 # the loss at the model's resolution: against the labels at the centres of
                 # its pixels (f x cheaper in each direction than on the upsampled logits)
-                f = max(1, round(y.shape[-1] / x.shape[-1]))
                 y_loss = y[..., f // 2 :: f, f // 2 :: f] if f > 1 else y
                 at_model = logits[..., : y_loss.shape[-2], : y_loss.shape[-1]]
                 n_valid = ((y_loss[:, 0] if contact else y_loss) != IGNORE).sum()
@@ -90,7 +90,6 @@ def evaluate_epoch(
                 # Chips read f times coarser (padded to a multiple of f): upsample by f and
                 # crop. Block means put coarse pixel i's centre at fine (i + 0.5) f - 0.5,
                 # which is what align_corners=False assumes.
-                f = max(1, round(y.shape[-1] / x.shape[-1]))
                 size = (x.shape[-2] * f, x.shape[-1] * f)
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 logits = logits[..., : y.shape[-2], : y.shape[-1]]
