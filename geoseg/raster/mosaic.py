@@ -37,8 +37,8 @@ from rasterio.windows import Window
 
 from geoseg._io import check_output
 from geoseg.errors import BandMismatchError, CRSMismatchError, GridMismatchError, InputError
-from geoseg.grid import GeoBox
-from geoseg.raster.remote import RasterPath, path_stem, raster_path, url_of
+from geoseg.grid import GeoBox, block_windows
+from geoseg.raster.remote import RasterPath, raster_path, url_of
 from geoseg.raster.scene import SceneSpec
 from geoseg.raster.source import is_georeferenced, north_up, open_raster
 from geoseg.raster.tags import schema_from_tags
@@ -272,6 +272,7 @@ def mosaic_scene(
     image = mosaic_vrt([MosaicPart(s.image) for s in specs], what="image", name=name,
                        cache_dir=cache_dir)  # fmt: skip
     extra: dict[str, RasterPath | None] = {}
+    grids: list[tuple[Affine, CRS, tuple[int, int]]] = []  # of the images, read once if needed
     for kind in ("dsm", "ndsm", "labels"):
         paths = [getattr(s, kind) for s in specs]
         have = [p is not None for p in paths]
@@ -288,10 +289,11 @@ def mosaic_scene(
                 f"{lacking}: has no {kind.upper()} while other files of mosaic {name!r} do; "
                 f"give a {kind.upper()} for every file, or for none"
             )
-        parts = []
-        for s, p in zip(specs, paths, strict=True):
-            with open_raster(s.image, "image") as ds:
-                parts.append(MosaicPart(p, ds.transform, ds.crs, (ds.width, ds.height)))
+        if not grids:
+            for s in specs:
+                with open_raster(s.image, "image") as ds:
+                    grids.append((ds.transform, ds.crs, (ds.width, ds.height)))
+        parts = [MosaicPart(p, *grid) for p, grid in zip(paths, grids, strict=True)]
         what = "label" if kind == "labels" else kind.upper()
         extra[kind] = mosaic_vrt(parts, what=what, name=f"{name}-{kind}", cache_dir=cache_dir)
     return SceneSpec(
@@ -315,6 +317,8 @@ def mosaic_parts(vrt: RasterPath) -> list[tuple[str, Window]]:
     Raises:
         InputError: The VRT cannot be parsed.
     """
+    from geoseg.raster.potsdam import stem_id  # potsdam imports this module
+
     if not str(vrt).lower().endswith(".vrt"):
         return []
     try:
@@ -327,19 +331,9 @@ def mosaic_parts(vrt: RasterPath) -> list[tuple[str, Window]]:
         name, rect = src.findtext("SourceFilename"), src.find("DstRect")
         if name is None or rect is None:
             continue
-        stem = path_stem(raster_path(name))
-        m = re.match(r"^top_potsdam_(\d+_\d+)_RGBIR$", stem, re.IGNORECASE)
         win = Window(*(int(float(rect.get(k, "0"))) for k in ("xOff", "yOff", "xSize", "ySize")))
-        parts.append((m.group(1) if m else stem, win))
+        parts.append((stem_id(raster_path(name)), win))
     return parts
-
-
-def _windows(width: int, height: int, block: int) -> list[Window]:
-    return [
-        Window(c, r, min(block, width - c), min(block, height - r))
-        for r in range(0, height, block)
-        for c in range(0, width, block)
-    ]
 
 
 def clip_paths(
@@ -388,7 +382,7 @@ def clip_classes(
             blocks = (
                 (w, ds.read(1, window=Window(win.col_off + w.col_off, win.row_off + w.row_off,
                                              w.width, w.height)))
-                for w in _windows(geobox.width, geobox.height, block)
+                for w in block_windows(geobox.height, geobox.width, block)
             )  # fmt: skip
             write_classes(
                 path, blocks, geobox=geobox, schema=schema, tags=tags, overwrite=overwrite

@@ -143,7 +143,7 @@ def resolve_scenes(
             continue
         if is_remote(inp):
             rp = raster_path(inp)
-            specs.append(SceneSpec(id=_stem_id(rp), image=rp, image_bands=names, schema=schema))
+            specs.append(SceneSpec(id=stem_id(rp), image=rp, image_bands=names, schema=schema))
             continue
         p = Path(inp)
         if p.is_dir() and mosaic is not None and not (p / "4_Ortho_RGBIR").is_dir():
@@ -176,7 +176,7 @@ def resolve_scenes(
         ip = raster_path(image)
         specs.append(
             SceneSpec(
-                id=_stem_id(ip),
+                id=stem_id(ip),
                 image=ip,
                 dsm=raster_path(dsm) if dsm else None,
                 ndsm=raster_path(ndsm) if ndsm else None,
@@ -199,7 +199,8 @@ def resolve_scenes(
     return specs
 
 
-def _stem_id(path: RasterPath) -> str:
+def stem_id(path: RasterPath) -> str:
+    """The scene id of an image file: a Potsdam tile id (``2_10``) or else the file stem."""
     stem = path_stem(path)
     m = re.match(r"^top_potsdam_(\d+_\d+)_RGBIR$", stem, re.IGNORECASE)
     return m.group(1) if m else stem
