@@ -31,6 +31,7 @@ from geoseg.raster.remote import RasterPath, is_remote, raster_path, remote_env,
 
 __all__ = [
     "Source",
+    "check_on_grid",
     "gdal_call",
     "gdal_message",
     "grid_of",
@@ -120,6 +121,30 @@ def north_up(t: Affine) -> bool:
     """Whether ``t`` has no rotation or shear term (within 1e-9 of the pixel size)."""
     tol = 1e-9 * max(abs(t.a), abs(t.e))
     return abs(t.b) <= tol and abs(t.d) <= tol
+
+
+def check_on_grid(
+    ds: rasterio.DatasetReader,
+    path: RasterPath,
+    *,
+    what: str,
+    width: int,
+    height: int,
+    transform: Affine,
+    hint: str,
+) -> None:
+    """Refuse a raster that is not on a class raster's pixel grid (size and transform).
+
+    Raises:
+        GridMismatchError: ``{path}: {what} grid ... differs from the class raster's ...;
+            {hint}``.
+    """
+    if (ds.width, ds.height) != (width, height) or not ds.transform.almost_equals(transform):
+        got = f"{ds.width}x{ds.height} {tuple(ds.transform)[:6]}"
+        raise GridMismatchError(
+            f"{path}: {what} grid {got} differs from the class raster's {width}x{height} "
+            f"{tuple(transform)[:6]}; {hint}"
+        )
 
 
 def _bounds(ds: rasterio.DatasetReader) -> tuple[float, float, float, float]:

@@ -317,8 +317,8 @@ def check_split_source(
         GridMismatchError: A raster is not on the class raster's grid.
         InputError: A raster cannot be opened or has the wrong band layout.
     """
-    from geoseg.errors import GridMismatchError, InputError
-    from geoseg.raster.source import open_raster
+    from geoseg.errors import InputError
+    from geoseg.raster.source import check_on_grid, open_raster
 
     dsm, contact = options.dsm, options.contact
     if dsm is None and contact is None:
@@ -331,15 +331,16 @@ def check_split_source(
         if path is None:
             continue
         with open_raster(path, what) as src:
-            if (src.width, src.height) != (width, height) or not src.transform.almost_equals(
-                transform
-            ):
-                got = f"{src.width}x{src.height} {tuple(src.transform)[:6]}"
-                raise GridMismatchError(
-                    f"{path}: {what} grid {got} differs from the class raster's {width}x{height} "
-                    f"{tuple(transform)[:6]}; resample it onto the class raster's grid first "
-                    "(e.g. gdalwarp -te ... -tr ...) or pass the scene's own file"
-                )
+            check_on_grid(
+                src,
+                path,
+                what=what,
+                width=width,
+                height=height,
+                transform=transform,
+                hint="resample it onto the class raster's grid first (e.g. gdalwarp -te ... "
+                "-tr ...) or pass the scene's own file",
+            )
             if what == "contact" and (src.count != 1 or src.dtypes[0] != "uint8"):
                 raise InputError(
                     f"{path}: a contact raster has one uint8 band (0..255), got {src.count} "

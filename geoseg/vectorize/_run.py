@@ -33,9 +33,9 @@ from rasterio.windows import Window
 from shapely.geometry import LineString
 
 from geoseg._io import atomic_path, check_memory, check_output
-from geoseg.errors import ConfigError, GridMismatchError, InputError
+from geoseg.errors import ConfigError, InputError
 from geoseg.grid import block_rows, crs_unit_metres
-from geoseg.raster.source import open_raster
+from geoseg.raster.source import check_on_grid, open_raster
 from geoseg.raster.tags import model_gsd_from_tags, schema_from_tags
 from geoseg.schema import IGNORE, ClassSchema
 from geoseg.vectorize._features import (
@@ -153,13 +153,15 @@ def _check_probabilities(
     prob_path = str(probabilities)
     height, width, transform = source.height, source.width, source.transform
     with open_raster(Path(prob_path), "probability") as ps:
-        if (ps.height, ps.width) != (height, width) or not ps.transform.almost_equals(transform):
-            got = f"{ps.width}x{ps.height} {tuple(ps.transform)[:6]}"
-            raise GridMismatchError(
-                f"{prob_path}: probability grid {got} differs from the class raster's "
-                f"{width}x{height} {tuple(transform)[:6]}; pass the probabilities written "
-                "with this class map"
-            )
+        check_on_grid(
+            ps,
+            prob_path,
+            what="probability",
+            width=width,
+            height=height,
+            transform=transform,
+            hint="pass the probabilities written with this class map",
+        )
         need = max(t.cls for t in targets) + 1
         if ps.count < need or ps.dtypes[0] != "uint8":
             raise InputError(
