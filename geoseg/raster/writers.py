@@ -368,19 +368,9 @@ def _write_cog(
                 options["OVERVIEWS"] = "FORCE_USE_EXISTING"
             with atomic_path(final, overwrite=overwrite) as tmp:
                 rasterio.shutil.copy(source, tmp, driver="COG", **options)
-                aux = final.with_name(final.name + ".aux.xml")
-                if pam is not None:
-                    with atomic_path(aux, overwrite=True) as tmp_aux:  # belongs to the COG
-                        tmp_aux.write_text(pam)
-                elif aux.exists():
-                    aux.unlink()
-                # the QGIS style, written before the COG appears, as the .aux.xml
-                style = qml_path(final)
-                if qml is not None:
-                    with atomic_path(style, overwrite=True) as tmp_qml:  # belongs to the COG
-                        tmp_qml.write_text(qml, encoding="utf-8")
-                elif style.exists():
-                    style.unlink()
+                # the sidecars, written before the COG appears: .aux.xml and the QGIS style
+                _sidecar(final.with_name(final.name + ".aux.xml"), pam, encoding=None)
+                _sidecar(qml_path(final), qml, encoding="utf-8")
     except (OSError, RasterioError, CPLE_BaseError) as exc:
         full = _device_full(exc, final)
         if full is None:
@@ -415,3 +405,12 @@ def _device_full(exc: Exception, final: Path) -> OutputError | None:
         f"{final}: {what or 'no space left on device'} while writing it; free space and run "
         "again (finished work is kept)"
     )
+
+
+def _sidecar(path: Path, text: str | None, *, encoding: str | None) -> None:
+    """Write a COG's sidecar file atomically (it belongs to the COG), or remove a stale one."""
+    if text is not None:
+        with atomic_path(path, overwrite=True) as tmp:
+            tmp.write_text(text, encoding=encoding)
+    elif path.exists():
+        path.unlink()
