@@ -45,7 +45,7 @@ import torch
 
 from geoseg.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from geoseg.errors import GeosegError, OutputError
-from geoseg.options import ExportOptions, check_overlap, default_overlap
+from geoseg.options import ExportOptions, resolve_overlap
 
 __all__ = [
     "CARD_FORMAT",
@@ -272,8 +272,7 @@ def export_onnx(
     _require_runtime()
     ckpt = load_checkpoint(checkpoint)
     tile = opts.tile_size if opts.tile_size is not None else ckpt.tile_size
-    overlap = opts.overlap if opts.overlap is not None else default_overlap(tile)
-    check_overlap(tile, overlap)
+    overlap = resolve_overlap(tile, opts.overlap)
     extra = len(ckpt.extra_outputs) if opts.extra_outputs else 0
     outputs = (OUTPUT_NAME, *ckpt.extra_outputs[:extra])
 

@@ -39,7 +39,7 @@ from geoseg.bench.host import GpuUtil, HostCost, host_cost
 from geoseg.bench.scene import BENCH_BANDS, IMAGE_BANDS, bench_checkpoint, bench_scene, tiny_model
 from geoseg.blocks import plan_blocks
 from geoseg.errors import InputError
-from geoseg.options import Device, Precision, check_overlap, default_overlap
+from geoseg.options import Device, Precision, resolve_overlap
 from geoseg.predict import PredictModel, PredictOptions, predict_scenes, read_block_area
 from geoseg.raster import SceneSpec
 
@@ -260,8 +260,7 @@ def bench_predict(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     bs = resolve_batch_size(batch_size, dev)
-    overlap = default_overlap(tile_size) if overlap is None else overlap
-    check_overlap(tile_size, overlap)
+    overlap = resolve_overlap(tile_size, overlap)
     own_cache = cache is None
     root = Path(tempfile.mkdtemp(prefix="geoseg-bench-")) if cache is None else Path(cache)
     root.mkdir(parents=True, exist_ok=True)
@@ -388,8 +387,7 @@ def measure_predict_memory(
         batch_size: Tiles per model call.
         probabilities: Also write probabilities.
     """
-    overlap = default_overlap(tile_size) if overlap is None else overlap
-    check_overlap(tile_size, overlap)
+    overlap = resolve_overlap(tile_size, overlap)
     root = Path(cache)
     spec = bench_scene(root, size, dsm=False)
     out = root / f"mem_out_{size}_{block_size}"

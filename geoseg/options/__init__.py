@@ -45,6 +45,7 @@ from geoseg.options._spec import (
     field_default,
     option,
     option_fields,
+    resolve_overlap,
     strip_optional,
     validate_record,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "field_default",
     "option",
     "option_fields",
+    "resolve_overlap",
     "strip_optional",
     "validate_record",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "field_default",
     "option",
     "option_fields",
+    "resolve_overlap",
     "strip_optional",
     "validate_record",
 ]
@@ -232,6 +233,17 @@ def validate_record(record: Any, *, prefix: str = "") -> None:
 def default_overlap(tile_size: int) -> int:
     """The default overlap of a tile size: a quarter of it (128 for 512)."""
     return tile_size // 4
+
+
+def resolve_overlap(tile_size: int, overlap: int | None) -> int:
+    """The overlap to use: ``overlap``, or the default of the tile size, checked.
+
+    Raises:
+        ConfigError: See :func:`check_overlap`.
+    """
+    resolved = default_overlap(tile_size) if overlap is None else overlap
+    check_overlap(tile_size, resolved)
+    return resolved
 
 
 def check_overlap(tile_size: int, overlap: int, *, what: str = "overlap") -> None:

@@ -31,7 +31,7 @@ from geoseg.blend import weight_bits
 from geoseg.blocks import BlockPlan, plan_blocks
 from geoseg.errors import ConfigError, GeosegError, InputError, first_line
 from geoseg.grid import GeoBox, metres_per_unit
-from geoseg.options import check_overlap, default_overlap
+from geoseg.options import resolve_overlap
 from geoseg.predict._block import BlockJob, BlockResult, gsd_scale, run_block
 from geoseg.predict._model import ModelMeta, ModelRef, PredictModel, model_ref
 from geoseg.predict._provenance import finish, work_key
@@ -110,8 +110,7 @@ def predict_scenes(
     ref = model_ref(model)
     meta = ref.meta
     tile = options.tile_size or meta.tile_size
-    overlap = default_overlap(tile) if options.overlap is None else options.overlap
-    check_overlap(tile, overlap)
+    overlap = resolve_overlap(tile, options.overlap)
     options = replace(options, tile_size=tile, overlap=overlap)  # resolved, as recorded
     for spec in specs:
         extras = [extra_output_path(out, spec.id, name) for name in meta.extra_outputs]
